@@ -1,0 +1,91 @@
+"""Building resources and instances for CLI commands from the settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from sync_pipeline.core import db
+from sync_pipeline.core.errors import ConfigError
+from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.core.settings import ENV_FILE, Settings, load_env_file, sandbox_env
+from sync_pipeline.defs.strava.resources import StravaResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings() -> Settings:
+    """Settings from the environment and `.env`."""
+    return Settings.from_env()
+
+
+def app_db(s: Settings) -> AppDatabaseResource:
+    """The app database resource, checked to be migrated."""
+    if not s.token_key:
+        raise click.ClickException(
+            "SYNC_TOKEN_KEY is not set. Run `sync-pipeline init` (writes .env with a new key) "
+            "or export SYNC_TOKEN_KEY=$(sync-pipeline keygen)."
+        )
+    resource = AppDatabaseResource(url=s.database_url, token_key=s.token_key)
+    try:
+        resource.check()
+    except db.SchemaOutOfDateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return resource
+
+
+def strava(s: Settings) -> StravaResource:
+    """The Strava client resource, configured like Dagster's."""
+    missing = [
+        name
+        for name, value in (
+            ("STRAVA_CLIENT_ID", s.strava_client_id),
+            ("STRAVA_CLIENT_SECRET", s.strava_client_secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise click.ClickException(
+            f"{', '.join(missing)} not set: put them in .env (see README) or run "
+            "`sync-pipeline init` for the sandbox defaults."
+        )
+    return StravaResource(
+        app_db=app_db(s),
+        client_id=s.strava_client_id,
+        client_secret=s.strava_client_secret,
+        base_url=s.strava_base_url,
+        time_scale=s.strava_time_scale,
+    )
+
+
+def init_home(*, sandbox_port: int, force_env: bool = False) -> Settings:
+    """Create `.env` (sandbox defaults) if missing, the Dagster home and the app schema."""
+    env_path = Path.cwd() / ENV_FILE
+    if force_env or not env_path.exists():
+        home = Path(os.environ.get("SYNC_HOME", ".sync_home")).resolve()
+        values = sandbox_env(home, sandbox_port)
+        env_path.write_text(
+            "# Written by `sync-pipeline init`: the embedded default (SQLite, sandbox APIs).\n"
+            "# Holds a secret (SYNC_TOKEN_KEY): never commit it.\n"
+            + "".join(f"{k}={v}\n" for k, v in values.items())
+        )
+        env_path.chmod(0o600)
+        for key in values:
+            os.environ.pop(key, None)
+    load_env_file(env_path)
+    s = Settings.from_env()
+    s.home.mkdir(parents=True, exist_ok=True)
+    s.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = s.dagster_home / "dagster.yaml"
+    source = PROJECT_ROOT / "dagster.yaml"
+    if source.exists() and (not target.exists() or source.read_text() != target.read_text()):
+        shutil.copyfile(source, target)
+    os.environ["DAGSTER_HOME"] = str(s.dagster_home)
+    try:
+        db.upgrade(s.database_url)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return s

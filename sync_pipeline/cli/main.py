@@ -1,0 +1,461 @@
+"""`sync-pipeline`: the project's own CLI (set-up, sandbox, athletes, syncs, status)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import click
+import dagster as dg
+
+from sync_pipeline.cli import context
+from sync_pipeline.core import db, priorities
+from sync_pipeline.core.crypto import generate_key
+from sync_pipeline.core.errors import SyncError
+from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT, SANDBOX_CLIENT_ID
+
+
+@click.group()
+def cli() -> None:
+    """Keep per-user data from rate-limited APIs in sync, orchestrated by Dagster."""
+
+
+@cli.command()
+@click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
+@click.option("--force", is_flag=True, help="Rewrite .env with new sandbox defaults.")
+def init(sandbox_port: int, force: bool) -> None:
+    """Create .env (sandbox defaults), the Dagster home and the app database schema."""
+    s = context.init_home(sandbox_port=sandbox_port, force_env=force)
+    click.echo(f"home: {s.home}\nDAGSTER_HOME: {s.dagster_home}")
+    click.echo(f"app database: {db.redact_url(s.database_url)} at revision {db.head_revision()}")
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new token encryption key for SYNC_TOKEN_KEY."""
+    click.echo(generate_key())
+
+
+@cli.group("db")
+def db_group() -> None:
+    """App database schema migrations (Alembic)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or upgrade the app database schema."""
+    s = context.settings()
+    db.upgrade(s.database_url, revision)
+    click.echo(
+        f"{db.redact_url(s.database_url)} is at revision {db.current_revision(s.database_url)}"
+    )
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Show the schema revision of the app database and of the code."""
+    s = context.settings()
+    click.echo(f"database: {db.current_revision(s.database_url)}  code: {db.head_revision()}")
+
+
+def _start_sandbox(
+    *, host: str, port: int, athletes: int, seed: int, time_scale: float, client_secret: str
+) -> Any:
+    from sync_pipeline.sandbox.server import SandboxServer
+    from sync_pipeline.sandbox.strava.app import create_app
+    from sync_pipeline.sandbox.strava.state import StravaSandboxConfig, StravaSandboxState
+
+    config = StravaSandboxConfig(
+        seed=seed,
+        athletes=athletes,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=client_secret,
+        time_scale=time_scale,
+    )
+    server = SandboxServer(create_app(StravaSandboxState(config)), host=host, port=port)
+    try:
+        return server.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot start the Strava sandbox on {host}:{port} ({exc}); "
+            "is another one running? Pick another port with --sandbox-port."
+        ) from exc
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_SANDBOX_PORT, show_default=True)
+@click.option("--athletes", default=8, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--seed", default=42, show_default=True)
+@click.option(
+    "--time-scale", default=1, show_default=True, type=click.IntRange(1), help="Compress time."
+)
+def sandbox(host: str, port: int, athletes: int, seed: int, time_scale: int) -> None:
+    """Run the sandbox APIs (Strava) on loopback until Ctrl-C."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise click.BadParameter("the sandbox listens on loopback only", param_hint="--host")
+    s = context.settings()
+    server = _start_sandbox(
+        host=host,
+        port=port,
+        athletes=athletes,
+        seed=seed,
+        time_scale=time_scale,
+        client_secret=s.strava_client_secret or "sandbox-secret",
+    )
+    click.echo(f"Strava sandbox on {server.url} ({athletes} athletes); Ctrl-C stops it")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@cli.group()
+def athletes() -> None:
+    """Connect, list and disconnect Strava athletes."""
+
+
+@athletes.command("connect")
+@click.option(
+    "--sandbox-athlete",
+    "sandbox_ids",
+    multiple=True,
+    type=int,
+    help="Sandbox athlete id to connect (repeatable); sandbox only.",
+)
+@click.option("--count", default=0, type=click.IntRange(0), help="Connect N sandbox athletes.")
+@click.option("--browser", is_flag=True, help="Print the consent URL and wait for a person.")
+@click.option("--port", default=0, help="Local port for the OAuth redirect (0: any).")
+def athletes_connect(sandbox_ids: tuple[int, ...], count: int, browser: bool, port: int) -> None:
+    """Connect athletes through Strava's OAuth flow (auto-approved on the sandbox)."""
+    from sync_pipeline.defs.strava.athletes import connect_via_oauth
+
+    strava = context.strava(context.settings())
+    ids: list[int | None] = list(sandbox_ids) or [None] * max(count, 1)
+    try:
+        for sandbox_id in ids:
+            athlete_id = connect_via_oauth(
+                strava,
+                redirect_port=port,
+                auto_approve=not browser,
+                sandbox_athlete_id=sandbox_id,
+                on_url=lambda url: click.echo(f"Open this URL to authorize:\n{url}"),
+            )
+            click.echo(f"connected athlete {athlete_id}")
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        strava.close()
+
+
+@athletes.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def athletes_list(as_json: bool) -> None:
+    """List athletes, their connection state and last sync."""
+    from sync_pipeline.defs.strava.athletes import list_athletes
+
+    rows = list_athletes(context.app_db(context.settings()).url)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], default=str, indent=2))
+        return
+    click.echo(f"{'id':>10}  {'name':24} {'state':16} {'acts':>6}  {'sync':10} last success")
+    for r in rows:
+        last = r.last_success_at.strftime("%Y-%m-%d %H:%M") if r.last_success_at else "-"
+        click.echo(
+            f"{r.id:>10}  {r.name[:24]:24} {r.state:16} {r.activities:>6}  "
+            f"{r.sync_status:10} {last}" + (f"  ({r.last_error[:80]})" if r.last_error else "")
+        )
+
+
+@athletes.command("disconnect")
+@click.argument("athlete_id", type=int)
+@click.option("--no-revoke", is_flag=True, help="Do not call Strava's deauthorize endpoint.")
+def athletes_disconnect(athlete_id: int, no_revoke: bool) -> None:
+    """Revoke access and delete an athlete's tokens and data (the partition goes too)."""
+    from sync_pipeline.defs.strava.athletes import disconnect
+
+    strava = context.strava(context.settings())
+    try:
+        if not disconnect(strava, athlete_id, revoke=not no_revoke):
+            raise click.ClickException(
+                f"No athlete {athlete_id}; see `sync-pipeline athletes list`."
+            )
+    finally:
+        strava.close()
+    click.echo(f"disconnected athlete {athlete_id}; the partition sensor removes its partition")
+
+
+@cli.group()
+def sync() -> None:
+    """Queue syncs in Dagster's run queue, or run them in-process with --direct."""
+
+
+def _launch(job: str, *, tags: dict[str, str], run_config: dict[str, Any]) -> str:
+    """Queue a run with `dagster job launch` (the same path a person uses)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "launch",
+        "-w",
+        str(context.PROJECT_ROOT / "workspace.yaml"),
+        "-j",
+        job,
+        "--tags",
+        json.dumps(tags),
+        "--config-json",
+        json.dumps(run_config),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=context.PROJECT_ROOT)
+    if proc.returncode != 0:
+        raise click.ClickException(f"dagster job launch failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout.strip() or proc.stderr.strip().splitlines()[-1]
+
+
+@sync.command("strava")
+@click.option("--athlete", "athlete_id", type=int, help="One athlete (Strava id).")
+@click.option("--all", "all_athletes", is_flag=True, help="Every connected athlete.")
+@click.option("--full", is_flag=True, help="Full re-sync instead of incremental.")
+@click.option("--priority", type=int, help="Run priority (default 10 for one athlete, 0 for all).")
+@click.option("--direct", is_flag=True, help="Run in this process now, bypassing the queue.")
+def sync_strava(
+    athlete_id: int | None, all_athletes: bool, full: bool, priority: int | None, direct: bool
+) -> None:
+    """Sync one athlete (--athlete ID) or all of them (--all)."""
+    from sync_pipeline.defs.strava.assets import strava_activities, strava_sweep_job
+    from sync_pipeline.defs.strava.athletes import connected_athlete_ids
+    from sync_pipeline.defs.strava.partitions import strava_athletes
+    from sync_pipeline.defs.strava.sensors import SWEEP_BATCH
+
+    if (athlete_id is None) == (not all_athletes):
+        raise click.UsageError("Give exactly one of --athlete ID or --all.")
+    s = context.settings()
+    strava = context.strava(s)
+    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    mode = "full" if full else "incremental"
+    if athlete_id is not None:
+        known = connected_athlete_ids(strava.app_db.url)
+        if athlete_id not in known:
+            raise click.ClickException(
+                f"Athlete {athlete_id} is not connected; see `sync-pipeline athletes list`."
+            )
+        prio = priorities.MANUAL if priority is None else priority
+        tags = {**priorities.run_tags(prio, "strava", "cli"), "dagster/partition": str(athlete_id)}
+        run_config = {"ops": {"strava_activities": {"config": {"full": full}}}}
+        with dg.DagsterInstance.get() as instance:
+            name = strava_athletes.name or ""
+            if not instance.has_dynamic_partition(name, str(athlete_id)):
+                instance.add_dynamic_partitions(name, [str(athlete_id)])
+            if direct:
+                result = dg.materialize(
+                    [strava_activities],
+                    partition_key=str(athlete_id),
+                    resources={"strava": strava},
+                    instance=instance,
+                    run_config=run_config,
+                    tags=tags,
+                    raise_on_error=False,
+                )
+                _report_direct(result)
+                return
+        click.echo(_launch("strava_athlete_sync", tags=tags, run_config=run_config))
+        return
+    n = len(connected_athlete_ids(strava.app_db.url, include_needs_reconnect=False))
+    if n == 0:
+        raise click.ClickException("No connected athletes; connect some with `athletes connect`.")
+    prio = priorities.BATCH if priority is None else priority
+    shards = math.ceil(n / SWEEP_BATCH)
+    for shard in range(shards):
+        cfg = {"mode": mode, "shard": shard, "shards": shards}
+        run_config = {"ops": {"strava_sweep": {"config": cfg}}}
+        tags = priorities.run_tags(prio, "strava", "cli")
+        if direct:
+            with dg.DagsterInstance.get() as instance:
+                result = strava_sweep_job.execute_in_process(
+                    run_config=run_config,
+                    resources={"strava": strava},
+                    instance=instance,
+                    tags=tags,
+                    raise_on_error=False,
+                )
+            _report_direct(result)
+        else:
+            click.echo(_launch("strava_sweep_job", tags=tags, run_config=run_config))
+
+
+def _report_direct(result: Any) -> None:
+    for event in result.all_events:
+        if event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
+            data = event.event_specific_data
+            mat = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+            if mat is None:
+                continue
+            md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+            click.echo(f"athlete {mat.partition}: {json.dumps(md, default=str)}")
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        msg = failure.event_specific_data.error.message if failure else "run failed"
+        raise click.ClickException(f"sync failed (run {result.run_id}): {msg.strip()}")
+    click.echo(f"run {result.run_id} succeeded")
+
+
+@cli.command()
+@click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--port", default=3000, show_default=True, help="Dagster UI port.")
+@click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
+def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
+    """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
+    from sync_pipeline.defs.strava.athletes import connect_via_oauth
+
+    s = context.init_home(sandbox_port=sandbox_port)
+    if not s.strava_base_url.startswith("http://127.0.0.1"):
+        raise click.ClickException(
+            "`dev` runs against the sandbox; .env points STRAVA_BASE_URL elsewhere. "
+            "Use `dagster dev` directly for a real deployment."
+        )
+    server = _start_sandbox(
+        host="127.0.0.1",
+        port=int(s.strava_base_url.rsplit(":", 1)[1]),
+        athletes=n_athletes,
+        seed=42,
+        time_scale=s.strava_time_scale,
+        client_secret=s.strava_client_secret,
+    )
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        strava = context.strava(s)
+        from sync_pipeline.defs.strava.athletes import connected_athlete_ids
+
+        already = set(connected_athlete_ids(strava.app_db.url))
+        sandbox_ids = [int(a["id"]) for a in _sandbox_athletes(server.url)]
+        for sandbox_id in sandbox_ids:
+            if sandbox_id not in already:
+                connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
+        strava.close()
+        click.echo(
+            f"Strava sandbox on {server.url}; {len(sandbox_ids)} demo athletes connected.\n"
+            f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
+        )
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(context.PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=context.PROJECT_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(s.dagster_home)},
+        )
+        child.wait()
+    except KeyboardInterrupt:
+        click.echo("\nstopping Dagster and the sandbox...")
+    finally:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.terminate()
+                child.wait(timeout=10)
+        server.stop()
+
+
+def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
+    import httpx
+
+    response = httpx.get(f"{url}/_sandbox/athletes", timeout=10)
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Queue and sync figures: runs queued/running, outcomes, budget, reconnects."""
+    from sqlalchemy import func, select
+
+    from sync_pipeline.core.db import transaction
+    from sync_pipeline.core.models import Athlete, SyncState
+
+    s = context.settings()
+    strava = context.strava(s)
+    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    with transaction(strava.app_db.url) as session:
+        by_status = dict(
+            session.execute(
+                select(SyncState.status, func.count())
+                .where(SyncState.source == "strava")
+                .group_by(SyncState.status)
+            ).all()
+        )
+        reconnect = session.scalar(
+            select(func.count()).select_from(Athlete).where(Athlete.state == "needs_reconnect")
+        )
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)
+    with dg.DagsterInstance.get() as instance:
+
+        def count(statuses: list[dg.DagsterRunStatus], **kw: Any) -> int:
+            return instance.get_runs_count(
+                dg.RunsFilter(statuses=statuses, tags={priorities.SOURCE_TAG: "strava"}, **kw)
+            )
+
+        runs = {
+            "queued": count([dg.DagsterRunStatus.QUEUED]),
+            "running": count([dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]),
+            "succeeded_24h": count([dg.DagsterRunStatus.SUCCESS], updated_after=since),
+            "failed_24h": count([dg.DagsterRunStatus.FAILURE], updated_after=since),
+        }
+    budget = [
+        {
+            "bucket": u.bucket.split(":", 2)[-1],
+            "used": u.used,
+            "limit": u.limit,
+            "left": u.left,
+            "resets_at": dt.datetime.fromtimestamp(u.resets_at, dt.UTC).isoformat(),
+        }
+        for u in strava.budget_usage()
+    ]
+    report = {
+        "strava": {
+            "runs": runs,
+            "partitions_by_status": by_status,
+            "athletes_needing_reconnect": reconnect,
+            "rate_budget": budget,
+        }
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    r = report["strava"]
+    click.echo("strava")
+    click.echo("  runs: " + ", ".join(f"{k} {v}" for k, v in runs.items()))
+    click.echo("  athletes by sync status: " + ", ".join(f"{k} {v}" for k, v in by_status.items()))
+    click.echo(f"  athletes needing reconnect: {r['athletes_needing_reconnect']}")
+    for b in budget:
+        click.echo(
+            f"  budget {b['bucket']:16} {b['used']:>5}/{b['limit']:<5} resets {b['resets_at']}"
+        )
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Shared mechanics written once: database, tokens, rate budget, checkpoints, HTTP."""

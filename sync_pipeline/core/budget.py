@@ -1,0 +1,193 @@
+"""A rate budget shared by every run process on every host, kept in the app database.
+
+A provider's limits are a set of windows (e.g. Strava: 100 reads per 15 minutes and 1,000 per
+day). A call is admitted only if every window it counts toward has room for its cost; the check
+and the spend are one atomic conditional UPDATE per window inside one transaction, so
+concurrent processes can never overspend. Response headers correct the local count upward
+when the provider saw more usage than we did (other apps sharing the key, clock skew).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, update
+from sqlalchemy.exc import IntegrityError
+
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.errors import RateLimitedError
+from sync_pipeline.core.models import RateWindow
+
+
+@dataclass(frozen=True)
+class Window:
+    """One limit: `limit` units per `seconds`, windows aligned to `offset` past the epoch."""
+
+    bucket: str
+    seconds: int
+    limit: int
+    offset: int = 0
+
+    def start(self, now: float) -> int:
+        """Epoch second at which the window containing `now` began."""
+        return math.floor((now - self.offset) / self.seconds) * self.seconds + self.offset
+
+    def end(self, now: float) -> int:
+        """Epoch second at which the window containing `now` resets."""
+        return self.start(now) + self.seconds
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    """Usage of one window, for metadata and status."""
+
+    bucket: str
+    used: int
+    limit: int
+    resets_at: int
+
+    @property
+    def left(self) -> int:
+        """Units still available in this window."""
+        return max(0, self.limit - self.used)
+
+
+class RateBudget:
+    """Admission control against the shared windows."""
+
+    def __init__(self, db_url: str) -> None:
+        self._db_url = db_url
+        self._stop = threading.Event()
+        self._known_rows: set[tuple[str, int]] = set()
+
+    def try_acquire(
+        self, windows: Sequence[Window], cost: int = 1, now: float | None = None
+    ) -> int:
+        """Spend `cost` in every window or in none: 0 if admitted, else the reset to wait for."""
+        now = time.time() if now is None else now
+        self._ensure_rows(windows, now)
+        with transaction(self._db_url) as s:
+            for w in windows:
+                result = s.execute(
+                    update(RateWindow)
+                    .where(
+                        and_(
+                            RateWindow.bucket == w.bucket,
+                            RateWindow.window_start == w.start(now),
+                            RateWindow.used + cost <= RateWindow.limit,
+                        )
+                    )
+                    .values(used=RateWindow.used + cost)
+                )
+                if not getattr(result, "rowcount", 0):
+                    s.rollback()
+                    return w.end(now)
+        return 0
+
+    def acquire(
+        self,
+        windows: Sequence[Window],
+        cost: int = 1,
+        *,
+        max_wait: float,
+    ) -> float:
+        """Admit the call, waiting for a reset no further than `max_wait` seconds away.
+
+        Returns the seconds waited. Raises RateLimitedError (with the reset time) when the
+        budget is spent for longer than that: the caller parks its work instead of holding a
+        run slot.
+        """
+        waited = 0.0
+        while True:
+            reset_at = self.try_acquire(windows, cost)
+            if reset_at == 0:
+                return waited
+            wait = reset_at - time.time()
+            if wait > max_wait - waited:
+                raise RateLimitedError(
+                    f"Rate budget spent until {time.strftime('%H:%M:%S', time.gmtime(reset_at))}"
+                    " UTC",
+                    retry_at=float(reset_at),
+                )
+            # A real wait for a window to reset (bounded by max_wait).
+            self._stop.wait(max(wait, 0.0) + 0.01)
+            waited += max(wait, 0.0) + 0.01
+
+    def observe(
+        self, observations: Sequence[tuple[Window, int, int | None]], now: float | None = None
+    ) -> None:
+        """Correct windows from the provider's headers (window, used, limit): usage only rises."""
+        now = time.time() if now is None else now
+        self._ensure_rows([w for w, _, _ in observations], now)
+        with transaction(self._db_url) as s:
+            for window, used, limit in observations:
+                where = and_(
+                    RateWindow.bucket == window.bucket,
+                    RateWindow.window_start == window.start(now),
+                )
+                s.execute(update(RateWindow).where(where, RateWindow.used < used).values(used=used))
+                if limit is not None:
+                    s.execute(
+                        update(RateWindow)
+                        .where(where, RateWindow.limit != limit)
+                        .values(limit=limit)
+                    )
+
+    def exhaust(self, window: Window, now: float | None = None) -> None:
+        """Mark a window spent (the provider answered 429)."""
+        now = time.time() if now is None else now
+        self._ensure_rows([window], now)
+        with transaction(self._db_url) as s:
+            s.execute(
+                update(RateWindow)
+                .where(
+                    RateWindow.bucket == window.bucket,
+                    RateWindow.window_start == window.start(now),
+                )
+                .values(used=RateWindow.limit)
+            )
+
+    def usage(self, windows: Sequence[Window], now: float | None = None) -> list[WindowUsage]:
+        """Current usage of each window (0 used when nothing was spent yet)."""
+        now = time.time() if now is None else now
+        out = []
+        with transaction(self._db_url) as s:
+            for w in windows:
+                row = s.get(RateWindow, (w.bucket, w.start(now)))
+                out.append(
+                    WindowUsage(
+                        bucket=w.bucket,
+                        used=row.used if row else 0,
+                        limit=row.limit if row else w.limit,
+                        resets_at=w.end(now),
+                    )
+                )
+        return out
+
+    def _ensure_rows(self, windows: Sequence[Window], now: float) -> None:
+        for w in windows:
+            start = w.start(now)
+            if (w.bucket, start) in self._known_rows:
+                continue
+            with transaction(self._db_url) as s:
+                if s.get(RateWindow, (w.bucket, start)) is not None:
+                    self._known_rows.add((w.bucket, start))
+                    continue
+            try:
+                with transaction(self._db_url) as s:
+                    s.add(
+                        RateWindow(
+                            bucket=w.bucket,
+                            window_start=start,
+                            window_seconds=w.seconds,
+                            limit=w.limit,
+                            used=0,
+                        )
+                    )
+            except IntegrityError:
+                pass  # another process created it first
+            self._known_rows.add((w.bucket, start))

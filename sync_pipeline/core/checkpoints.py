@@ -1,0 +1,280 @@
+"""Per-partition sync state: leases, resumable cursors committed page by page, outcomes."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import SyncState, utcnow
+
+
+@dataclass(frozen=True)
+class Session:
+    """The sync in progress for one partition, as resumed or begun."""
+
+    source: str
+    key: str
+    mode: str
+    session_id: str
+    resumed: bool
+    cursor_before: int | None
+    cursor_after: int | None
+    pages_done: int
+    items_synced: int
+    started_at: dt.datetime
+
+
+class LeaseHeldError(RuntimeError):
+    """Another run is syncing this partition right now."""
+
+
+class Checkpoints:
+    """Sync state of one source's partitions in the app database."""
+
+    def __init__(self, db_url: str, source: str) -> None:
+        self._db_url = db_url
+        self.source = source
+
+    def _ensure(self, key: str) -> None:
+        with transaction(self._db_url) as s:
+            if s.get(SyncState, (self.source, key)) is None:
+                s.add(SyncState(source=self.source, partition_key=key, status="idle"))
+
+    def get(self, key: str) -> SyncState | None:
+        """The partition's state row, if any."""
+        with transaction(self._db_url) as s:
+            return s.get(SyncState, (self.source, key))
+
+    def claim(self, key: str, owner: str, ttl: dt.timedelta) -> None:
+        """Take the partition's lease; an expired lease (crashed worker) is taken over."""
+        with contextlib.suppress(IntegrityError):  # a concurrent insert of the same row
+            self._ensure(key)
+        now = utcnow()
+        with transaction(self._db_url) as s:
+            result = s.execute(
+                update(SyncState)
+                .where(
+                    SyncState.source == self.source,
+                    SyncState.partition_key == key,
+                    or_(
+                        SyncState.lease_owner.is_(None),
+                        SyncState.lease_owner == owner,
+                        SyncState.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=now + ttl, last_started_at=now)
+            )
+            if not getattr(result, "rowcount", 0):
+                holder = s.get(SyncState, (self.source, key))
+                raise LeaseHeldError(
+                    f"{self.source} partition {key} is being synced by "
+                    f"{holder.lease_owner if holder else '?'} until "
+                    f"{holder.lease_until if holder else '?'}"
+                )
+
+    def release(self, key: str, owner: str) -> None:
+        """Give the lease back (only if we still hold it)."""
+        with transaction(self._db_url) as s:
+            s.execute(
+                update(SyncState)
+                .where(
+                    SyncState.source == self.source,
+                    SyncState.partition_key == key,
+                    SyncState.lease_owner == owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def begin(self, key: str, mode: str, run_id: str | None) -> Session:
+        """Resume the interrupted sync if there is one, else start a new one in `mode`.
+
+        A full sync in progress also covers an incremental request; a full request replaces
+        an interrupted incremental one.
+        """
+        with transaction(self._db_url) as s:
+            st = s.get(SyncState, (self.source, key))
+            assert st is not None, "claim() first"
+            resumable = st.mode is not None and not (mode == "full" and st.mode != "full")
+            if not resumable:
+                st.mode = mode
+                st.session_id = uuid.uuid4().hex
+                st.session_started_at = utcnow()
+                st.cursor_before = None
+                st.cursor_after = None
+                st.pages_done = 0
+                st.items_synced = 0
+            st.status = "running"
+            st.last_run_id = run_id
+            return Session(
+                source=self.source,
+                key=key,
+                mode=st.mode or mode,
+                session_id=st.session_id or "",
+                resumed=resumable,
+                cursor_before=st.cursor_before,
+                cursor_after=st.cursor_after,
+                pages_done=st.pages_done,
+                items_synced=st.items_synced,
+                started_at=st.session_started_at or utcnow(),
+            )
+
+    def checkpoint(
+        self,
+        key: str,
+        *,
+        cursor_before: int | None = None,
+        cursor_after: int | None = None,
+        pages_done: int,
+        items_synced: int,
+    ) -> None:
+        """Commit progress after a page (call in the same transaction as the page's writes
+        when possible; see `checkpoint_in`)."""
+        with transaction(self._db_url) as s:
+            self.checkpoint_in(
+                s,
+                key,
+                cursor_before=cursor_before,
+                cursor_after=cursor_after,
+                pages_done=pages_done,
+                items_synced=items_synced,
+            )
+
+    def checkpoint_in(
+        self,
+        s: object,
+        key: str,
+        *,
+        cursor_before: int | None = None,
+        cursor_after: int | None = None,
+        pages_done: int,
+        items_synced: int,
+    ) -> None:
+        """Record progress inside the caller's transaction, atomically with the page's rows."""
+        from sqlalchemy.orm import Session as OrmSession
+
+        assert isinstance(s, OrmSession)
+        values: dict[str, object] = {"pages_done": pages_done, "items_synced": items_synced}
+        if cursor_before is not None:
+            values["cursor_before"] = cursor_before
+        if cursor_after is not None:
+            values["cursor_after"] = cursor_after
+        s.execute(
+            update(SyncState)
+            .where(SyncState.source == self.source, SyncState.partition_key == key)
+            .values(**values)
+        )
+
+    def succeed(self, key: str, *, full: bool) -> None:
+        """The sync finished: clear the session, errors, blocks and hand-over marks."""
+        now = utcnow()
+        with transaction(self._db_url) as s:
+            st = s.get(SyncState, (self.source, key))
+            if st is None:
+                return
+            st.status = "succeeded"
+            st.mode = None
+            st.session_id = None
+            st.cursor_before = None
+            st.cursor_after = None
+            st.last_success_at = now
+            if full:
+                st.last_full_sync_at = now
+            st.consecutive_failures = 0
+            st.blocked_until = None
+            st.blocked_reason = None
+            st.pending_mode = None
+
+    def fail(
+        self,
+        key: str,
+        *,
+        error_class: str,
+        message: str,
+        run_id: str | None,
+        hand_over_mode: str | None = None,
+        keep_session: bool = True,
+    ) -> int:
+        """Record a failure; returns the new failure sequence number.
+
+        `hand_over_mode` marks the partition for a single-partition retry run (the retry
+        sensor picks it up). The session's cursor is kept so the retry resumes.
+        """
+        with transaction(self._db_url) as s:
+            st = s.get(SyncState, (self.source, key))
+            if st is None:
+                st = SyncState(source=self.source, partition_key=key)
+                s.add(st)
+            st.status = "failed"
+            st.last_error = message[:4000]
+            st.last_error_class = error_class
+            st.last_error_at = utcnow()
+            st.last_run_id = run_id
+            st.consecutive_failures = (st.consecutive_failures or 0) + 1
+            st.failure_seq = (st.failure_seq or 0) + 1
+            st.pending_mode = hand_over_mode
+            if not keep_session:
+                st.mode = None
+                st.session_id = None
+            return st.failure_seq
+
+    def park(self, key: str, *, until: dt.datetime, reason: str, mode: str) -> None:
+        """Budget spent: come back at `until` (the parked sensor re-requests the work)."""
+        with transaction(self._db_url) as s:
+            st = s.get(SyncState, (self.source, key))
+            if st is None:
+                return
+            st.status = "parked"
+            st.blocked_until = until
+            st.blocked_reason = reason
+            st.pending_mode = mode
+
+    def clear_hand_over(self, key: str) -> None:
+        """A single-partition run took the work over."""
+        with transaction(self._db_url) as s:
+            s.execute(
+                update(SyncState)
+                .where(SyncState.source == self.source, SyncState.partition_key == key)
+                .values(pending_mode=None)
+            )
+
+    def handed_over(self) -> list[SyncState]:
+        """Partitions a batch run failed and handed over for single-partition retries."""
+        with transaction(self._db_url) as s:
+            return list(
+                s.scalars(
+                    select(SyncState).where(
+                        SyncState.source == self.source,
+                        SyncState.status == "failed",
+                        SyncState.pending_mode.is_not(None),
+                    )
+                )
+            )
+
+    def parked_due(self, now: dt.datetime | None = None) -> list[SyncState]:
+        """Parked partitions whose wait is over."""
+        now = now or utcnow()
+        with transaction(self._db_url) as s:
+            return list(
+                s.scalars(
+                    select(SyncState).where(
+                        and_(
+                            SyncState.source == self.source,
+                            SyncState.status == "parked",
+                            SyncState.blocked_until <= now,
+                        )
+                    )
+                )
+            )
+
+    def delete(self, key: str) -> None:
+        """Forget a partition's state (user disconnected)."""
+        with transaction(self._db_url) as s:
+            st = s.get(SyncState, (self.source, key))
+            if st is not None:
+                s.delete(st)

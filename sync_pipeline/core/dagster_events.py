@@ -1,0 +1,75 @@
+"""Turning a sync outcome into Dagster events, the same way for every source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import dagster as dg
+
+from sync_pipeline.core.errors import PermanentError, TransientError
+
+RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3,
+    delay=10,
+    backoff=dg.Backoff.EXPONENTIAL,
+    jitter=dg.Jitter.PLUS_MINUS,
+)
+"""Transient failures of a single-partition sync: 10 s, 20 s, 40 s (±jitter), then failed."""
+
+
+class Outcome(Protocol):
+    """What a source's sync function reports."""
+
+    status: str
+    error: str | None
+    error_class: str | None
+    exception: BaseException | None
+    retry_at: float | None
+
+    @property
+    def partition_key(self) -> str: ...
+
+    def metadata(self) -> dict[str, Any]: ...
+
+
+def single_partition_events(
+    asset_key: dg.AssetKey, outcome: Outcome
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    """Events of a single-partition run; raises to fail or retry the run.
+
+    - succeeded: the partition's materialization with the sync's figures
+    - parked / skipped: an observation saying why, no materialization, the run succeeds
+      (parked work is re-requested by the source's parked sensor after the reset)
+    - permanent failure: `Failure(allow_retries=False)` with the reason
+    - transient failure: re-raised, so the RetryPolicy backs off and retries
+    """
+    md = outcome.metadata()
+    if outcome.status == "succeeded":
+        yield dg.MaterializeResult(metadata=md)
+        return
+    if outcome.status in ("parked", "skipped"):
+        yield dg.AssetObservation(asset_key=asset_key, partition=outcome.partition_key, metadata=md)
+        return
+    exc = outcome.exception
+    if isinstance(exc, TransientError) or (exc is not None and not isinstance(exc, PermanentError)):
+        raise exc
+    raise dg.Failure(
+        description=outcome.error or "sync failed",
+        metadata=md,
+        allow_retries=False,
+    )
+
+
+def batch_events(
+    asset_key: dg.AssetKey, outcome: Outcome
+) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    """Events a batch run logs for one partition: a materialization on success, else an
+    observation with the reason (failures are handed over to single-partition runs)."""
+    md = outcome.metadata()
+    if outcome.status == "succeeded":
+        yield dg.AssetMaterialization(
+            asset_key=asset_key, partition=outcome.partition_key, metadata=md
+        )
+    else:
+        yield dg.AssetObservation(asset_key=asset_key, partition=outcome.partition_key, metadata=md)

@@ -1,0 +1,166 @@
+"""App database schema (SQLAlchemy 2 declarative). Changed only through Alembic migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for the app database."""
+
+
+class Athlete(Base):
+    """A Strava athlete who connected the app."""
+
+    __tablename__ = "athletes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    username: Mapped[str | None] = mapped_column(String(255))
+    firstname: Mapped[str | None] = mapped_column(String(255))
+    lastname: Mapped[str | None] = mapped_column(String(255))
+    city: Mapped[str | None] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(String(255), default="")
+    # connected | needs_reconnect | disconnected
+    state: Mapped[str] = mapped_column(String(32), default="connected", index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    connected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    @property
+    def display_name(self) -> str:
+        """First and last name, or the id when unknown."""
+        name = " ".join(p for p in (self.firstname, self.lastname) if p)
+        return name or str(self.id)
+
+
+class OAuthToken(Base):
+    """Encrypted OAuth tokens of one account at one provider."""
+
+    __tablename__ = "oauth_tokens"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_token_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    refresh_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    scopes: Mapped[str] = mapped_column(String(255), default="")
+    # Bumped on every rotation; also the row a refresh locks.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class StravaActivity(Base):
+    """One Strava activity: typed columns people query, plus the raw API payload."""
+
+    __tablename__ = "strava_activities"
+    __table_args__ = (Index("ix_strava_activities_athlete_start", "athlete_id", "start_date"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    athlete_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("athletes.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(Text)
+    sport_type: Mapped[str | None] = mapped_column(String(64))
+    type: Mapped[str | None] = mapped_column(String(64))
+    start_date: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    start_epoch: Mapped[int] = mapped_column(BigInteger)
+    timezone: Mapped[str | None] = mapped_column(String(128))
+    distance_m: Mapped[float | None] = mapped_column(Float)
+    moving_time_s: Mapped[int | None] = mapped_column(Integer)
+    elapsed_time_s: Mapped[int | None] = mapped_column(Integer)
+    total_elevation_gain_m: Mapped[float | None] = mapped_column(Float)
+    average_speed: Mapped[float | None] = mapped_column(Float)
+    max_speed: Mapped[float | None] = mapped_column(Float)
+    average_heartrate: Mapped[float | None] = mapped_column(Float)
+    kudos_count: Mapped[int | None] = mapped_column(Integer)
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    visibility: Mapped[str | None] = mapped_column(String(32))
+    commute: Mapped[bool] = mapped_column(Boolean, default=False)
+    trainer: Mapped[bool] = mapped_column(Boolean, default=False)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    raw: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    synced_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class SyncState(Base):
+    """Per-partition sync checkpoint, lease and last outcome, for any source."""
+
+    __tablename__ = "sync_state"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partition_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # idle | running | succeeded | failed | parked | dead
+    status: Mapped[str] = mapped_column(String(16), default="idle", index=True)
+    # Mode of the sync in progress (full | incremental); None when no sync is in progress.
+    mode: Mapped[str | None] = mapped_column(String(16))
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    session_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cursor_before: Mapped[int | None] = mapped_column(BigInteger)
+    cursor_after: Mapped[int | None] = mapped_column(BigInteger)
+    pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    items_synced: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_full_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_class: Mapped[str | None] = mapped_column(String(32))
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_id: Mapped[str | None] = mapped_column(String(64))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failure_seq: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    # Mode requested for work that was parked or handed over for a retry.
+    pending_mode: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class RateWindow(Base):
+    """Usage of one rate-limit bucket in one window, shared by every process."""
+
+    __tablename__ = "rate_windows"
+
+    bucket: Mapped[str] = mapped_column(String(128), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    limit: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

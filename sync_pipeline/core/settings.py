@@ -1,0 +1,77 @@
+"""Runtime settings for the CLI, read from the environment and the project's `.env` file.
+
+Dagster reads the same variables through `dg.EnvVar` (see defs/resources.py); `dagster dev`
+loads `.env` from the working directory by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from sync_pipeline.core.crypto import generate_key
+
+ENV_FILE = ".env"
+SANDBOX_CLIENT_ID = "12345"
+DEFAULT_SANDBOX_PORT = 8710
+
+
+def load_env_file(path: Path | None = None) -> None:
+    """Fill unset variables from `.env` (explicit environment always wins)."""
+    path = path or Path.cwd() / ENV_FILE
+    if not path.exists():
+        return
+    for key, value in dotenv_values(path).items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and how to reach the APIs."""
+
+    home: Path
+    database_url: str
+    token_key: str
+    strava_client_id: str
+    strava_client_secret: str
+    strava_base_url: str
+    strava_time_scale: int
+
+    @property
+    def dagster_home(self) -> Path:
+        """$DAGSTER_HOME, by default under the local home."""
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment (after `.env`), with missing values reported clearly."""
+        load_env_file()
+        home = Path(os.environ.get("SYNC_HOME", ".sync_home")).resolve()
+        return cls(
+            home=home,
+            database_url=os.environ.get("SYNC_DATABASE_URL") or f"sqlite:///{home / 'app.db'}",
+            token_key=os.environ.get("SYNC_TOKEN_KEY", ""),
+            strava_client_id=os.environ.get("STRAVA_CLIENT_ID", ""),
+            strava_client_secret=os.environ.get("STRAVA_CLIENT_SECRET", ""),
+            strava_base_url=os.environ.get("STRAVA_BASE_URL", "https://www.strava.com"),
+            strava_time_scale=int(os.environ.get("STRAVA_TIME_SCALE", "1")),
+        )
+
+
+def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[str, str]:
+    """A complete `.env` for the embedded default: SQLite, the sandbox APIs, a new key."""
+    return {
+        "SYNC_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "SYNC_DATABASE_URL": f"sqlite:///{home / 'app.db'}",
+        "SYNC_TOKEN_KEY": generate_key(),
+        "STRAVA_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "STRAVA_CLIENT_SECRET": "sandbox-" + secrets.token_hex(8),
+        "STRAVA_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
+        "STRAVA_TIME_SCALE": "1",
+    }

@@ -1,0 +1,1 @@
+"""Strava: athletes as dynamic partitions, activities synced full or incrementally."""

@@ -1,0 +1,1 @@
+"""Local HTTP sandboxes that imitate third-party APIs for tests."""

@@ -1,0 +1,399 @@
+"""Starlette app serving the Strava API v3, OAuth and the ``/_sandbox`` control API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from sync_pipeline.sandbox.strava.state import (
+    AccessToken,
+    Fault,
+    StravaApiError,
+    StravaSandboxState,
+    error_body,
+    not_found,
+    rate_limit_body,
+    scope_string,
+)
+
+Handler = Callable[[Request, AccessToken], Awaitable[Any]]
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
+
+
+def _bad_request(field_name: str) -> StravaApiError:
+    return StravaApiError(400, error_body("Bad Request", "Application", field_name, "invalid"))
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise _bad_request(name) from None
+
+
+def _path_id(request: Request) -> int:
+    try:
+        return int(request.path_params["id"])
+    except ValueError:
+        raise not_found() from None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query_params.get("access_token")
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Query string merged with a form or JSON body."""
+    params = dict(request.query_params)
+    body = await request.body()
+    if not body:
+        return params
+    ctype = request.headers.get("content-type", "")
+    if "json" in ctype:
+        try:
+            loaded = json.loads(body)
+        except ValueError:
+            raise _bad_request("body") from None
+        if isinstance(loaded, dict):
+            params.update({k: v if isinstance(v, str) else json.dumps(v)
+                           for k, v in loaded.items()})
+    else:
+        params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
+    return params
+
+
+async def _wait_or_disconnect(request: Request, seconds: float) -> bool:
+    """Sleep up to ``seconds``; return True if the client went away first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(0.05, left))
+        if await request.is_disconnected():
+            return True
+
+
+async def _fire(fault: Fault, request: Request,
+                headers: dict[str, str]) -> JSONResponse | None:
+    """Turn a fault into a response; ``None`` means continue normally (slow)."""
+    if fault.kind == "slow":
+        await asyncio.sleep(max(0.0, fault.delay))
+        return None
+    if fault.kind == "timeout":
+        await _wait_or_disconnect(request, fault.delay if fault.delay > 0 else 30.0)
+        return JSONResponse(error_body("Gateway Timeout", "Server", "", "timeout"), 504,
+                            headers=headers)
+    if fault.kind == "429":
+        return JSONResponse(rate_limit_body(), 429, headers=headers)
+    status = fault.status or 503
+    if fault.delay > 0:
+        await asyncio.sleep(fault.delay)
+    body = error_body(_REASONS.get(status, "Server Error"), "Server", "", "unavailable")
+    return JSONResponse(body, status, headers=headers)
+
+
+def create_app(state: StravaSandboxState) -> Starlette:
+    """Build the ASGI app around ``state``."""
+
+    async def api(request: Request, endpoint: str, handler: Handler) -> Response:
+        state.record_request(endpoint)
+        token_value = _bearer(request)
+        decision = state.count_api_request(request.method in ("GET", "HEAD"))
+        headers = decision.headers
+        response: Response | None = None
+        if decision.limited:
+            response = JSONResponse(rate_limit_body(), 429, headers=headers)
+        else:
+            fault = state.take_fault(request.url.path, state.athlete_for_token(token_value))
+            if fault is not None:
+                response = await _fire(fault, request, headers)
+        if response is None:
+            try:
+                token = state.authenticate(token_value)
+                response = JSONResponse(await handler(request, token), headers=headers)
+            except StravaApiError as exc:
+                response = JSONResponse(exc.body, exc.status, headers=headers)
+        state.record_response(response.status_code)
+        return response
+
+    async def athlete(request: Request, token: AccessToken) -> Any:
+        return state.athlete_json(token.athlete_id,
+                                  detailed="profile:read_all" in token.scopes)
+
+    async def activities(request: Request, token: AccessToken) -> Any:
+        return state.list_activities(
+            token, before=_int_param(request, "before"), after=_int_param(request, "after"),
+            page=_int_param(request, "page") or 1,
+            per_page=_int_param(request, "per_page") or 30)
+
+    async def activity(request: Request, token: AccessToken) -> Any:
+        return state.get_activity(token, _path_id(request))
+
+    async def put_activity(request: Request, token: AccessToken) -> Any:
+        raw = await _params(request)
+        changes: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("commute", "trainer", "hide_from_home", "private"):
+                changes[key] = value.lower() in ("true", "1")
+            elif key in ("name", "description"):
+                changes[key] = value
+        return state.put_activity(token, _path_id(request), changes)
+
+    async def streams(request: Request, token: AccessToken) -> Any:
+        keys_raw = request.query_params.get("keys", "")
+        keys = [k.strip() for k in keys_raw.split(",") if k.strip()] or None
+        found = state.get_streams(token, _path_id(request), keys)
+        series = request.query_params.get("series_type", "distance")
+        series = series if series in ("distance", "time") else "distance"
+        items = {k: {"data": v, "series_type": series, "original_size": len(v),
+                     "resolution": "high"} for k, v in found.items()}
+        if request.query_params.get("key_by_type", "").lower() == "true":
+            return items
+        return [{"type": k, **v} for k, v in items.items()]
+
+    async def unknown_api(request: Request, token: AccessToken) -> Any:
+        raise not_found("resource", "path")
+
+    def api_route(path: str, method: str, handler: Handler,
+                  endpoint: str | None = None) -> Route:
+        key = f"{method} {endpoint or path}"
+
+        async def endpoint_fn(request: Request) -> Response:
+            return await api(request, key, handler)
+
+        return Route(path, endpoint_fn, methods=[method])
+
+    async def oauth_guard(request: Request, endpoint: str,
+                          athlete_id: int | None) -> Response | None:
+        state.record_request(endpoint)
+        fault = state.take_fault(request.url.path, athlete_id)
+        if fault is None:
+            return None
+        response = await _fire(fault, request, {})
+        if response is not None:
+            state.record_response(response.status_code)
+        return response
+
+    def finish(response: Response) -> Response:
+        state.record_response(response.status_code)
+        return response
+
+    async def authorize(request: Request) -> Response:
+        q = request.query_params
+        try:
+            athlete_id = int(q["sandbox_athlete_id"]) if q.get("sandbox_athlete_id") else None
+        except ValueError:
+            athlete_id = -1
+        guarded = await oauth_guard(request, "GET /oauth/authorize", athlete_id)
+        if guarded is not None:
+            return guarded
+        try:
+            redirect_uri = q.get("redirect_uri")
+            if q.get("sandbox_deny", "").lower() in ("1", "true") and redirect_uri:
+                state.check_client(q.get("client_id"))
+                extra = {"state": q["state"]} if "state" in q else {}
+                return finish(RedirectResponse(
+                    _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302))
+            code, scopes = state.authorize(
+                q.get("client_id"), redirect_uri, q.get("response_type"),
+                q.get("sandbox_scope") or q.get("scope"), athlete_id)
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+        params = {"state": q["state"]} if "state" in q else {}
+        params.update({"code": code, "scope": scope_string(scopes)})
+        assert redirect_uri is not None
+        return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+
+    async def token(request: Request) -> Response:
+        try:
+            p = await _params(request)
+        except StravaApiError as exc:
+            state.record_request("POST /oauth/token")
+            return finish(JSONResponse(exc.body, exc.status))
+        grant = p.get("grant_type")
+        if grant == "refresh_token":
+            athlete_id = state.athlete_for_refresh_token(p.get("refresh_token"))
+        else:
+            athlete_id = state.athlete_for_code(p.get("code"))
+        guarded = await oauth_guard(request, "POST /oauth/token", athlete_id)
+        if guarded is not None:
+            return guarded
+        try:
+            if grant == "authorization_code":
+                body = state.exchange_code(p.get("client_id"), p.get("client_secret"),
+                                           p.get("code"))
+            elif grant == "refresh_token":
+                body = state.refresh(p.get("client_id"), p.get("client_secret"),
+                                     p.get("refresh_token"))
+            else:
+                state.check_credentials(p.get("client_id"), p.get("client_secret"))
+                raise _bad_request("grant_type")
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+        return finish(JSONResponse(body))
+
+    async def deauthorize(request: Request) -> Response:
+        try:
+            p = await _params(request)
+        except StravaApiError as exc:
+            state.record_request("POST /oauth/deauthorize")
+            return finish(JSONResponse(exc.body, exc.status))
+        value = p.get("access_token") or _bearer(request)
+        guarded = await oauth_guard(request, "POST /oauth/deauthorize",
+                                    state.athlete_for_token(value))
+        if guarded is not None:
+            return guarded
+        try:
+            return finish(JSONResponse(state.deauthorize(value)))
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+
+    routes = [
+        api_route("/api/v3/athlete", "GET", athlete),
+        api_route("/api/v3/athlete/activities", "GET", activities),
+        api_route("/api/v3/activities/{id}", "GET", activity),
+        api_route("/api/v3/activities/{id}", "PUT", put_activity),
+        api_route("/api/v3/activities/{id}/streams", "GET", streams),
+        *[api_route("/api/v3/{rest:path}", m, unknown_api, "/api/v3/*")
+          for m in ("GET", "POST", "PUT", "DELETE", "PATCH")],
+        Route("/oauth/authorize", authorize, methods=["GET"]),
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/oauth/deauthorize", deauthorize, methods=["POST"]),
+        *control_routes(state),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sandbox = state
+    return app
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query, safe=",:")))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        raise StravaApiError(400, {"message": "body must be JSON"}) from None
+    if not isinstance(loaded, dict):
+        raise StravaApiError(400, {"message": "body must be a JSON object"})
+    return loaded
+
+
+def control_routes(state: StravaSandboxState) -> list[Route]:
+    """Routes of the sandbox-only ``/_sandbox`` control API."""
+
+    def wrap(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(await fn(request))
+            except StravaApiError as exc:
+                return JSONResponse(exc.body, exc.status)
+            except (ValueError, TypeError, KeyError) as exc:
+                return JSONResponse({"message": f"bad request: {exc}"}, 400)
+
+        return endpoint
+
+    def pid(request: Request) -> int:
+        try:
+            return int(request.path_params["id"])
+        except ValueError:
+            raise not_found() from None
+
+    async def athletes(request: Request) -> Any:
+        return state.list_athletes()
+
+    async def add_athlete(request: Request) -> Any:
+        body = await _json_body(request)
+        return {"id": state.add_athlete(int(body.get("activity_count", 0)))}
+
+    async def add_activities(request: Request) -> Any:
+        body = await _json_body(request)
+        return {"ids": state.add_activities(pid(request), int(body.get("count", 1)))}
+
+    async def patch_activity(request: Request) -> Any:
+        body = await _json_body(request)
+        return state.update_activity(pid(request), **body)
+
+    async def delete_activity(request: Request) -> Any:
+        state.delete_activity(pid(request))
+        return {"deleted": pid(request)}
+
+    async def revoke(request: Request) -> Any:
+        return {"revoked": state.revoke(pid(request))}
+
+    async def tokens(request: Request) -> Any:
+        body = await _json_body(request)
+        return state.issue_tokens(pid(request), str(body.get("scope", "read,activity:read_all")))
+
+    async def add_fault(request: Request) -> Any:
+        body = await _json_body(request)
+        fault_id = state.inject_fault(
+            str(body["kind"]), count=int(body.get("count", 1)),
+            path_contains=body.get("path_contains"), athlete_id=body.get("athlete_id"),
+            delay=float(body.get("delay", 0.0)), status=body.get("status"),
+            activity_id=body.get("activity_id"))
+        return {"id": fault_id}
+
+    async def list_faults(request: Request) -> Any:
+        return state.list_faults()
+
+    async def clear_faults(request: Request) -> Any:
+        return {"cleared": state.clear_faults()}
+
+    async def stats(request: Request) -> Any:
+        return state.stats()
+
+    async def reset_stats(request: Request) -> Any:
+        state.reset_stats()
+        return {"ok": True}
+
+    async def reset_usage(request: Request) -> Any:
+        state.reset_usage()
+        return {"ok": True}
+
+    async def clock(request: Request) -> Any:
+        body = await _json_body(request)
+        if request.method == "POST":
+            state.advance_clock(float(body.get("advance", 0.0)))
+        return {"now": state.time()}
+
+    return [
+        Route("/_sandbox/athletes", wrap(athletes), methods=["GET"]),
+        Route("/_sandbox/athletes", wrap(add_athlete), methods=["POST"]),
+        Route("/_sandbox/athletes/{id}/activities", wrap(add_activities), methods=["POST"]),
+        Route("/_sandbox/athletes/{id}/revoke", wrap(revoke), methods=["POST"]),
+        Route("/_sandbox/athletes/{id}/tokens", wrap(tokens), methods=["POST"]),
+        Route("/_sandbox/activities/{id}", wrap(patch_activity), methods=["PATCH"]),
+        Route("/_sandbox/activities/{id}", wrap(delete_activity), methods=["DELETE"]),
+        Route("/_sandbox/faults", wrap(add_fault), methods=["POST"]),
+        Route("/_sandbox/faults", wrap(list_faults), methods=["GET"]),
+        Route("/_sandbox/faults", wrap(clear_faults), methods=["DELETE"]),
+        Route("/_sandbox/stats", wrap(stats), methods=["GET"]),
+        Route("/_sandbox/reset-stats", wrap(reset_stats), methods=["POST"]),
+        Route("/_sandbox/reset-usage", wrap(reset_usage), methods=["POST"]),
+        Route("/_sandbox/clock", wrap(clock), methods=["GET", "POST"]),
+    ]

@@ -1,0 +1,760 @@
+"""In-memory state of the Strava sandbox: data, tokens, clocks, rate limits and faults."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from sync_pipeline.sandbox.strava import data
+
+Clock = Callable[[], float]
+
+ACCESS_TOKEN_SECONDS = 21600.0
+AUTH_CODE_SECONDS = 600.0
+SAME_TOKEN_MIN_REMAINING = 3600.0
+WINDOW_15MIN = 900.0
+WINDOW_DAILY = 86400.0
+KNOWN_SCOPES = frozenset({
+    "read", "read_all", "profile:read_all", "profile:write",
+    "activity:read", "activity:read_all", "activity:write",
+})
+FAULT_KINDS = frozenset({"5xx", "timeout", "slow", "429", "revoked", "deleted"})
+MAX_PER_PAGE = 200
+DEFAULT_PER_PAGE = 30
+
+
+def error_body(message: str, resource: str, field_name: str, code: str) -> dict[str, Any]:
+    """Strava's error envelope."""
+    return {"message": message,
+            "errors": [{"resource": resource, "field": field_name, "code": code}]}
+
+
+def auth_error() -> StravaApiError:
+    """401 for a missing, invalid, expired or revoked access token."""
+    return StravaApiError(
+        401, error_body("Authorization Error", "Athlete", "access_token", "invalid"))
+
+
+def not_found(resource: str = "Activity", field_name: str = "id") -> StravaApiError:
+    """Strava's 404."""
+    return StravaApiError(404, error_body("Record Not Found", resource, field_name, "invalid"))
+
+
+def rate_limit_body() -> dict[str, Any]:
+    """Body of a 429."""
+    return error_body("Rate Limit Exceeded", "Application", "rate limit", "exceeded")
+
+
+class StravaApiError(Exception):
+    """An HTTP error with a Strava-style JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status}: {body.get('message')}")
+        self.status = status
+        self.body = body
+
+
+class ManualClock:
+    """A clock tests can move by hand; call it to read the time."""
+
+    def __init__(self, start: float = 1_750_000_000.0) -> None:
+        self._t = float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._t
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward and return the new time."""
+        with self._lock:
+            self._t += seconds
+            return self._t
+
+    def set(self, t: float) -> None:
+        """Jump to an absolute time."""
+        with self._lock:
+            self._t = float(t)
+
+
+@dataclass
+class StravaSandboxConfig:
+    """Settings of one sandbox instance; durations are divided by ``time_scale``."""
+
+    seed: int = 42
+    athletes: int = 5
+    activity_counts: dict[int, int] | None = None
+    client_id: str = "12345"
+    client_secret: str = "sandbox-secret"
+    time_scale: float = 1.0
+    read_limit_15min: int = 100
+    read_limit_daily: int = 1000
+    overall_limit_15min: int = 200
+    overall_limit_daily: int = 2000
+    rate_limits_enabled: bool = True
+    first_athlete_id: int = 1001
+    anchor_epoch: float | None = None
+    callback_domain: str | None = None
+    ascending_when_after: bool = False
+
+    def scaled(self, seconds: float) -> float:
+        """A Strava duration compressed by ``time_scale``."""
+        return seconds / self.time_scale
+
+
+@dataclass
+class ActivityRecord:
+    """A stored activity: id, start time and user edits; the rest is generated."""
+
+    id: int
+    athlete_id: int
+    start_ts: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+    spec: data.ActivitySpec | None = None
+
+
+@dataclass
+class AthleteRecord:
+    """A stored athlete with its activities in ascending start order."""
+
+    profile: data.AthleteProfile
+    activities: list[ActivityRecord]
+    next_index: int
+
+
+@dataclass
+class AccessToken:
+    """An issued access token."""
+
+    token: str
+    athlete_id: int
+    scopes: frozenset[str]
+    expires_at: int
+    revoked: bool = False
+
+
+@dataclass
+class Grant:
+    """The application's authorization by one athlete."""
+
+    athlete_id: int
+    scopes: frozenset[str]
+    refresh_token: str
+    access_token: str
+
+
+@dataclass
+class AuthCode:
+    """A one-time authorization code."""
+
+    code: str
+    athlete_id: int
+    scopes: frozenset[str]
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class Fault:
+    """An injected fault waiting to fire ``remaining`` more times."""
+
+    id: int
+    kind: str
+    remaining: int
+    path_contains: str | None = None
+    athlete_id: int | None = None
+    delay: float = 0.0
+    status: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"id": self.id, "kind": self.kind, "remaining": self.remaining,
+                "path_contains": self.path_contains, "athlete_id": self.athlete_id,
+                "delay": self.delay, "status": self.status}
+
+
+@dataclass
+class RateDecision:
+    """Result of counting one API request against the limits."""
+
+    headers: dict[str, str]
+    limited: bool
+
+
+def _scope_set(raw: str | None) -> frozenset[str]:
+    parts = {p.strip() for p in (raw or "").replace(" ", ",").split(",") if p.strip()}
+    unknown = parts - KNOWN_SCOPES
+    if unknown:
+        raise StravaApiError(400, error_body("Bad Request", "Authorize", "scope", "invalid"))
+    return frozenset(parts | {"read"})
+
+
+def scope_string(scopes: frozenset[str]) -> str:
+    """Comma-separated scopes in Strava's canonical order."""
+    order = ["read", "read_all", "profile:read_all", "profile:write", "activity:read",
+             "activity:read_all", "activity:write"]
+    return ",".join(s for s in order if s in scopes)
+
+
+class StravaSandboxState:
+    """Everything the sandbox knows; all public methods are thread-safe."""
+
+    def __init__(self, config: StravaSandboxConfig | None = None,
+                 now: Clock | None = None) -> None:
+        self.config = config or StravaSandboxConfig()
+        if self.config.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.now: Clock = now or time.time
+        self._offset = 0.0
+        self._lock = threading.RLock()
+        self.anchor = float(self.config.anchor_epoch if self.config.anchor_epoch is not None
+                            else self.time())
+        self._athletes: dict[int, AthleteRecord] = {}
+        self._activities: dict[int, ActivityRecord] = {}
+        self._access: dict[str, AccessToken] = {}
+        self._refresh: dict[str, int] = {}
+        self._grants: dict[int, Grant] = {}
+        self._codes: dict[str, AuthCode] = {}
+        self._faults: list[Fault] = []
+        self._fault_seq = 0
+        self._usage_windows: dict[str, tuple[int, int]] = {}
+        self._stats_requests: Counter[str] = Counter()
+        self._stats_status: Counter[str] = Counter()
+        self._rate_limited = 0
+        self._refreshes = 0
+        self._requests_total = 0
+        counts = data.default_activity_counts(self.config.seed, self.config.athletes)
+        explicit = self.config.activity_counts or {}
+        for index in range(self.config.athletes):
+            athlete_id = self.config.first_athlete_id + index
+            count = explicit.get(index, explicit.get(athlete_id, counts[index]))
+            self._create_athlete(athlete_id, count)
+
+    # ----------------------------------------------------------------- time
+    def time(self) -> float:
+        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
+        return self.now() + self._offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Shift sandbox time forward (works with any clock) and return the new time."""
+        with self._lock:
+            self._offset += seconds
+            return self.time()
+
+    # ----------------------------------------------------------------- data
+    def _create_athlete(self, athlete_id: int, count: int) -> None:
+        if count < 0:
+            raise ValueError("activity count must be >= 0")
+        profile = data.make_athlete(self.config.seed, athlete_id, self.anchor)
+        starts = data.generate_start_times(self.config.seed, athlete_id, count, self.anchor,
+                                           profile.city)
+        record = AthleteRecord(profile, [], 1)
+        self._athletes[athlete_id] = record
+        for start in starts:
+            self._append_activity(record, start)
+
+    def _append_activity(self, record: AthleteRecord, start_ts: int) -> ActivityRecord:
+        athlete_id = record.profile.id
+        activity = ActivityRecord(athlete_id * 10_000_000 + record.next_index, athlete_id,
+                                  start_ts)
+        record.next_index += 1
+        record.activities.append(activity)
+        self._activities[activity.id] = activity
+        return activity
+
+    def _spec(self, activity: ActivityRecord) -> data.ActivitySpec:
+        if activity.spec is None:
+            athlete = self._athletes[activity.athlete_id].profile
+            activity.spec = data.make_activity(self.config.seed, athlete, activity.id,
+                                               activity.start_ts)
+        return activity.spec
+
+    def _athlete(self, athlete_id: int) -> AthleteRecord:
+        record = self._athletes.get(athlete_id)
+        if record is None:
+            raise not_found("Athlete", "id")
+        return record
+
+    def _live_activity(self, activity_id: int) -> ActivityRecord:
+        activity = self._activities.get(activity_id)
+        if activity is None or activity.deleted:
+            raise not_found()
+        return activity
+
+    def athlete_ids(self) -> list[int]:
+        """All athlete ids, ascending."""
+        with self._lock:
+            return sorted(self._athletes)
+
+    def add_athlete(self, activity_count: int = 0) -> int:
+        """Create an athlete with exactly ``activity_count`` historical activities."""
+        with self._lock:
+            athlete_id = max(self._athletes, default=self.config.first_athlete_id - 1) + 1
+            self._create_athlete(athlete_id, activity_count)
+            return athlete_id
+
+    def list_athletes(self) -> list[dict[str, Any]]:
+        """Control view of all athletes."""
+        with self._lock:
+            return [
+                {"id": r.profile.id, "firstname": r.profile.firstname,
+                 "lastname": r.profile.lastname,
+                 "activity_count": sum(1 for a in r.activities if not a.deleted),
+                 "authorized": r.profile.id in self._grants}
+                for _, r in sorted(self._athletes.items())
+            ]
+
+    def activity_ids(self, athlete_id: int, include_private: bool = True) -> list[int]:
+        """Ids of an athlete's live activities, newest first."""
+        with self._lock:
+            record = self._athlete(athlete_id)
+            return [a.id for a in reversed(record.activities) if not a.deleted
+                    and (include_private or not self._is_private(a))]
+
+    def activity_start(self, activity_id: int) -> int:
+        """Start time (epoch seconds) of a live activity."""
+        with self._lock:
+            return self._live_activity(activity_id).start_ts
+
+    def add_activities(self, athlete_id: int, count: int = 1) -> list[int]:
+        """Add ``count`` new activities dated now, newer than all existing ones."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            record = self._athlete(athlete_id)
+            now = int(self.time())
+            starts = [now - (count - 1 - k) * 60 for k in range(count)]
+            last = record.activities[-1].start_ts if record.activities else None
+            if starts and last is not None and starts[0] <= last:
+                shift = last + 1 - starts[0]
+                starts = [s + shift for s in starts]
+            return [self._append_activity(record, s).id for s in starts]
+
+    def update_activity(self, activity_id: int, name: str | None = None,
+                        private: bool | None = None, **fields: Any) -> dict[str, Any]:
+        """Edit an activity (name, private, description, commute, trainer, hide_from_home)."""
+        allowed = {"description", "commute", "trainer", "hide_from_home"}
+        extra = set(fields) - allowed
+        if extra:
+            raise ValueError(f"unsupported fields: {sorted(extra)}")
+        with self._lock:
+            activity = self._live_activity(activity_id)
+            if name is not None:
+                activity.overrides["name"] = name
+            if private is not None:
+                activity.overrides["private"] = bool(private)
+            activity.overrides.update({k: v for k, v in fields.items() if v is not None})
+            return data.summary_dict(self._spec(activity), activity.overrides)
+
+    def delete_activity(self, activity_id: int) -> None:
+        """Delete an activity; later reads answer 404."""
+        with self._lock:
+            self._live_activity(activity_id).deleted = True
+
+    def _is_private(self, activity: ActivityRecord) -> bool:
+        return bool(activity.overrides.get("private", self._spec(activity).private))
+
+    # -------------------------------------------------------------- API reads
+    def athlete_json(self, athlete_id: int, detailed: bool = False) -> dict[str, Any]:
+        """SummaryAthlete, or DetailedAthlete when ``detailed``."""
+        with self._lock:
+            p = self._athlete(athlete_id).profile
+            grant_time = self.anchor
+        pic = f"https://dgalywyr863hv.cloudfront.net/pictures/athletes/{p.id}/{p.id}"
+        out: dict[str, Any] = {
+            "id": p.id, "username": p.username, "resource_state": 3 if detailed else 2,
+            "firstname": p.firstname, "lastname": p.lastname, "bio": "",
+            "city": p.city.name, "state": p.city.state, "country": p.city.country,
+            "sex": p.sex, "premium": p.premium, "summit": p.premium,
+            "created_at": data.iso_z(p.created_ts), "updated_at": data.iso_z(grant_time),
+            "badge_type_id": 1 if p.premium else 0, "weight": p.weight,
+            "profile_medium": f"{pic}/2/medium.jpg", "profile": f"{pic}/2/large.jpg",
+            "friend": None, "follower": None,
+        }
+        if detailed:
+            out.update({
+                "blocked": False, "can_follow": True,
+                "follower_count": p.follower_count, "friend_count": p.friend_count,
+                "mutual_friend_count": 0, "athlete_type": 0, "date_preference": "%m/%d/%Y",
+                "measurement_preference": "meters", "clubs": [], "postable_clubs_count": 0,
+                "ftp": p.ftp,
+                "bikes": [{"id": g.id, "primary": g.primary, "name": g.name,
+                           "resource_state": 2, "distance": g.distance} for g in p.bikes],
+                "shoes": [{"id": g.id, "primary": g.primary, "name": g.name,
+                           "resource_state": 2, "distance": g.distance} for g in p.shoes],
+            })
+        return out
+
+    def list_activities(self, token: AccessToken, before: int | None = None,
+                        after: int | None = None, page: int = 1,
+                        per_page: int = DEFAULT_PER_PAGE) -> list[dict[str, Any]]:
+        """``GET /athlete/activities`` for the token's athlete."""
+        require_scope(token, "activity:read")
+        page = max(1, page)
+        per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
+        show_private = "activity:read_all" in token.scopes
+        with self._lock:
+            record = self._athlete(token.athlete_id)
+            rows = [a for a in record.activities if not a.deleted
+                    and (before is None or a.start_ts < before)
+                    and (after is None or a.start_ts > after)
+                    and (show_private or not self._is_private(a))]
+            if not (self.config.ascending_when_after and after is not None):
+                rows.reverse()
+            chosen = rows[(page - 1) * per_page: page * per_page]
+            return [data.summary_dict(self._spec(a), a.overrides) for a in chosen]
+
+    def _visible_activity(self, token: AccessToken, activity_id: int) -> ActivityRecord:
+        require_scope(token, "activity:read")
+        activity = self._live_activity(activity_id)
+        if activity.athlete_id != token.athlete_id:
+            raise not_found()
+        if self._is_private(activity) and "activity:read_all" not in token.scopes:
+            raise not_found()
+        return activity
+
+    def get_activity(self, token: AccessToken, activity_id: int) -> dict[str, Any]:
+        """``GET /activities/{id}``: DetailedActivity."""
+        with self._lock:
+            activity = self._visible_activity(token, activity_id)
+            spec = self._spec(activity)
+            overrides = dict(activity.overrides)
+            athlete = self._athletes[activity.athlete_id].profile
+        return data.detail_dict(spec, overrides, athlete)
+
+    def get_streams(self, token: AccessToken, activity_id: int,
+                    keys: list[str] | None) -> dict[str, list[Any]]:
+        """Available requested streams (plus ``distance``) of an activity."""
+        with self._lock:
+            spec = self._spec(self._visible_activity(token, activity_id))
+        track = data.build_track(spec)
+        if track is None:
+            return {}
+        streams = data.stream_data(track)
+        wanted = [k for k in (keys or list(data.STREAM_KEYS)) if k in streams]
+        if "distance" not in wanted:
+            wanted.append("distance")
+        return {k: streams[k] for k in dict.fromkeys(wanted)}
+
+    def put_activity(self, token: AccessToken, activity_id: int,
+                     changes: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /activities/{id}`` (UpdatableActivity; needs activity:write)."""
+        require_scope(token, "activity:write")
+        with self._lock:
+            self._visible_activity(token, activity_id)
+            fields = {k: changes[k] for k in ("description", "commute", "trainer",
+                                              "hide_from_home") if k in changes}
+            self.update_activity(activity_id, name=changes.get("name"),
+                                 private=changes.get("private"), **fields)
+        return self.get_activity(token, activity_id)
+
+    # ------------------------------------------------------------------ OAuth
+    def check_client(self, client_id: str | None) -> None:
+        """Raise 400 unless ``client_id`` is this application's."""
+        if client_id != self.config.client_id:
+            raise StravaApiError(400, error_body("Bad Request", "Application", "client_id",
+                                                 "invalid"))
+
+    def authorize(self, client_id: str | None, redirect_uri: str | None,
+                  response_type: str | None, scope: str | None,
+                  athlete_id: int | None = None) -> tuple[str, frozenset[str]]:
+        """Consent step: validate and return ``(code, accepted_scopes)``."""
+        self.check_client(client_id)
+        if not redirect_uri:
+            raise StravaApiError(400, error_body("Bad Request", "Application", "redirect_uri",
+                                                 "invalid"))
+        host = urlsplit(redirect_uri).hostname or ""
+        domain = self.config.callback_domain
+        if domain and host not in ("localhost", "127.0.0.1") and not (
+                host == domain or host.endswith("." + domain)):
+            raise StravaApiError(400, error_body("Bad Request", "Application", "redirect_uri",
+                                                 "invalid"))
+        if response_type != "code":
+            raise StravaApiError(400, error_body("Bad Request", "Application", "response_type",
+                                                 "invalid"))
+        scopes = _scope_set(scope)
+        with self._lock:
+            if athlete_id is None:
+                pending = [a for a in sorted(self._athletes) if a not in self._grants]
+                athlete_id = pending[0] if pending else min(self._athletes)
+            elif athlete_id not in self._athletes:
+                raise StravaApiError(400, error_body("Bad Request", "Athlete",
+                                                     "sandbox_athlete_id", "invalid"))
+            code = secrets.token_hex(20)
+            self._codes[code] = AuthCode(code, athlete_id, scopes,
+                                         self.time() + self.config.scaled(AUTH_CODE_SECONDS))
+            return code, scopes
+
+    def _new_access(self, athlete_id: int, scopes: frozenset[str]) -> AccessToken:
+        lifetime = self.config.scaled(ACCESS_TOKEN_SECONDS)
+        token = AccessToken(secrets.token_hex(20), athlete_id, scopes,
+                            int(self.time() + lifetime))
+        self._access[token.token] = token
+        return token
+
+    def _token_response(self, access: AccessToken, refresh: str) -> dict[str, Any]:
+        return {"token_type": "Bearer", "expires_at": access.expires_at,
+                "expires_in": max(0, int(access.expires_at - self.time())),
+                "refresh_token": refresh, "access_token": access.token}
+
+    def check_credentials(self, client_id: str | None, client_secret: str | None) -> None:
+        """Raise 400 for an unknown client id, 401 for a wrong secret."""
+        self.check_client(client_id)
+        if client_secret != self.config.client_secret:
+            raise StravaApiError(401, error_body("Bad Request", "Application", "client_secret",
+                                                 "invalid"))
+
+    def exchange_code(self, client_id: str | None, client_secret: str | None,
+                      code: str | None) -> dict[str, Any]:
+        """``grant_type=authorization_code``."""
+        with self._lock:
+            self.check_credentials(client_id, client_secret)
+            auth = self._codes.get(code or "")
+            if auth is None or auth.used or self.time() >= auth.expires_at:
+                raise StravaApiError(400, error_body("Bad Request", "AuthorizationCode", "code",
+                                                     "invalid"))
+            auth.used = True
+            result = self._issue_grant(auth.athlete_id, auth.scopes)
+        result["athlete"] = self.athlete_json(auth.athlete_id)
+        return result
+
+    def _issue_grant(self, athlete_id: int, scopes: frozenset[str]) -> dict[str, Any]:
+        old = self._grants.get(athlete_id)
+        if old is not None:
+            self._refresh.pop(old.refresh_token, None)
+        access = self._new_access(athlete_id, scopes)
+        refresh = secrets.token_hex(20)
+        self._refresh[refresh] = athlete_id
+        self._grants[athlete_id] = Grant(athlete_id, scopes, refresh, access.token)
+        return self._token_response(access, refresh)
+
+    def issue_tokens(self, athlete_id: int, scope: str = "read,activity:read_all"
+                     ) -> dict[str, Any]:
+        """Shortcut for tests: authorize + exchange in one call (token response)."""
+        with self._lock:
+            self._athlete(athlete_id)
+            result = self._issue_grant(athlete_id, _scope_set(scope))
+        result["athlete"] = self.athlete_json(athlete_id)
+        return result
+
+    def refresh(self, client_id: str | None, client_secret: str | None,
+                refresh_token: str | None) -> dict[str, Any]:
+        """``grant_type=refresh_token``: rotate the refresh token."""
+        with self._lock:
+            self.check_credentials(client_id, client_secret)
+            athlete_id = self._refresh.pop(refresh_token or "", None)
+            if athlete_id is None:
+                raise StravaApiError(400, error_body("Bad Request", "RefreshToken",
+                                                     "refresh_token", "invalid"))
+            grant = self._grants[athlete_id]
+            current = self._access.get(grant.access_token)
+            keep = (current is not None and not current.revoked and current.expires_at
+                    - self.time() > self.config.scaled(SAME_TOKEN_MIN_REMAINING))
+            access = current if keep and current is not None else self._new_access(
+                athlete_id, grant.scopes)
+            new_refresh = secrets.token_hex(20)
+            self._refresh[new_refresh] = athlete_id
+            grant.refresh_token = new_refresh
+            grant.access_token = access.token
+            self._refreshes += 1
+            return self._token_response(access, new_refresh)
+
+    def revoke(self, athlete_id: int) -> int:
+        """Revoke every token of the athlete for this app; returns tokens revoked."""
+        with self._lock:
+            self._athlete(athlete_id)
+            grant = self._grants.pop(athlete_id, None)
+            if grant is not None:
+                self._refresh.pop(grant.refresh_token, None)
+            revoked = 0
+            for token in self._access.values():
+                if token.athlete_id == athlete_id and not token.revoked:
+                    token.revoked = True
+                    revoked += 1
+            return revoked
+
+    def deauthorize(self, access_token: str | None) -> dict[str, Any]:
+        """``POST /oauth/deauthorize``."""
+        token = self.authenticate(access_token)
+        self.revoke(token.athlete_id)
+        return {"access_token": token.token}
+
+    def authenticate(self, access_token: str | None) -> AccessToken:
+        """Return the valid token or raise a 401."""
+        with self._lock:
+            token = self._access.get(access_token or "")
+            if token is None or token.revoked or self.time() >= token.expires_at:
+                raise auth_error()
+            return token
+
+    def athlete_for_token(self, access_token: str | None) -> int | None:
+        """Athlete id behind a token (even expired), for fault matching."""
+        with self._lock:
+            token = self._access.get(access_token or "")
+            return None if token is None else token.athlete_id
+
+    def athlete_for_refresh_token(self, refresh_token: str | None) -> int | None:
+        """Athlete id behind a current refresh token."""
+        with self._lock:
+            return self._refresh.get(refresh_token or "")
+
+    def athlete_for_code(self, code: str | None) -> int | None:
+        """Athlete id behind an authorization code."""
+        with self._lock:
+            auth = self._codes.get(code or "")
+            return None if auth is None else auth.athlete_id
+
+    # ------------------------------------------------------------ rate limits
+    def _bump(self, name: str, window: float, now: float) -> int:
+        index = int(now // self.config.scaled(window))
+        old_index, used = self._usage_windows.get(name, (index, 0))
+        used = used + 1 if old_index == index else 1
+        self._usage_windows[name] = (index, used)
+        return used
+
+    def _peek(self, name: str, window: float, now: float) -> int:
+        index = int(now // self.config.scaled(window))
+        old_index, used = self._usage_windows.get(name, (index, 0))
+        return used if old_index == index else 0
+
+    def usage(self) -> dict[str, int]:
+        """Current usage in the running windows."""
+        with self._lock:
+            now = self.time()
+            return {"overall_15min": self._peek("overall_15min", WINDOW_15MIN, now),
+                    "overall_daily": self._peek("overall_daily", WINDOW_DAILY, now),
+                    "read_15min": self._peek("read_15min", WINDOW_15MIN, now),
+                    "read_daily": self._peek("read_daily", WINDOW_DAILY, now)}
+
+    def rate_headers(self) -> dict[str, str]:
+        """The four X-RateLimit headers for the current usage."""
+        u = self.usage()
+        c = self.config
+        return {
+            "X-RateLimit-Limit": f"{c.overall_limit_15min},{c.overall_limit_daily}",
+            "X-RateLimit-Usage": f"{u['overall_15min']},{u['overall_daily']}",
+            "X-ReadRateLimit-Limit": f"{c.read_limit_15min},{c.read_limit_daily}",
+            "X-ReadRateLimit-Usage": f"{u['read_15min']},{u['read_daily']}",
+        }
+
+    def count_api_request(self, is_read: bool) -> RateDecision:
+        """Count one /api/v3 request and decide whether it is over a limit."""
+        c = self.config
+        with self._lock:
+            now = self.time()
+            o15 = self._bump("overall_15min", WINDOW_15MIN, now)
+            oday = self._bump("overall_daily", WINDOW_DAILY, now)
+            over = o15 > c.overall_limit_15min or oday > c.overall_limit_daily
+            if is_read:
+                r15 = self._bump("read_15min", WINDOW_15MIN, now)
+                rday = self._bump("read_daily", WINDOW_DAILY, now)
+                over = over or r15 > c.read_limit_15min or rday > c.read_limit_daily
+            return RateDecision(self.rate_headers(), over and c.rate_limits_enabled)
+
+    def reset_usage(self) -> None:
+        """Forget all rate-limit usage."""
+        with self._lock:
+            self._usage_windows.clear()
+
+    # ----------------------------------------------------------------- faults
+    def inject_fault(self, kind: str, count: int = 1, path_contains: str | None = None,
+                     athlete_id: int | None = None, delay: float = 0.0,
+                     status: int | None = None, activity_id: int | None = None) -> int | None:
+        """Inject a fault; ``revoked``/``deleted`` apply at once, others fire ``count`` times."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if kind == "revoked":
+            if athlete_id is None:
+                raise ValueError("revoked needs athlete_id")
+            self.revoke(athlete_id)
+            return None
+        if kind == "deleted":
+            if activity_id is None:
+                raise ValueError("deleted needs activity_id")
+            self.delete_activity(activity_id)
+            return None
+        if status is not None and kind == "5xx" and not 500 <= status <= 599:
+            raise ValueError("status must be 5xx")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._lock:
+            self._fault_seq += 1
+            self._faults.append(Fault(self._fault_seq, kind, count, path_contains, athlete_id,
+                                      delay, status))
+            return self._fault_seq
+
+    def take_fault(self, path: str, athlete_id: int | None) -> Fault | None:
+        """Consume one firing of the first fault matching this request."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_contains and fault.path_contains not in path:
+                    continue
+                if fault.athlete_id is not None and fault.athlete_id != athlete_id:
+                    continue
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return Fault(fault.id, fault.kind, 1, fault.path_contains, fault.athlete_id,
+                             fault.delay, fault.status)
+            return None
+
+    def list_faults(self) -> list[dict[str, Any]]:
+        """Pending faults."""
+        with self._lock:
+            return [f.as_dict() for f in self._faults]
+
+    def clear_faults(self) -> int:
+        """Drop all pending faults; returns how many."""
+        with self._lock:
+            n = len(self._faults)
+            self._faults.clear()
+            return n
+
+    # ------------------------------------------------------------------ stats
+    def record_request(self, endpoint: str) -> None:
+        """Count a request to a Strava endpoint (``"GET /api/v3/athlete"``)."""
+        with self._lock:
+            self._requests_total += 1
+            self._stats_requests[endpoint] += 1
+
+    def record_response(self, status: int) -> None:
+        """Count a response status."""
+        with self._lock:
+            self._stats_status[str(status)] += 1
+            if status == 429:
+                self._rate_limited += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset, plus current usage."""
+        with self._lock:
+            return {"requests_total": self._requests_total,
+                    "requests_by_endpoint": dict(self._stats_requests),
+                    "responses_by_status": dict(self._stats_status),
+                    "rate_limited": self._rate_limited,
+                    "usage": self.usage(),
+                    "refreshes": self._refreshes}
+
+    def reset_stats(self) -> None:
+        """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
+        with self._lock:
+            self._requests_total = 0
+            self._stats_requests.clear()
+            self._stats_status.clear()
+            self._rate_limited = 0
+            self._refreshes = 0
+
+
+def require_scope(token: AccessToken, scope: str) -> None:
+    """Raise Strava's 401 if ``token`` lacks ``scope`` (``*:read_all`` implies ``*:read``)."""
+    implied = {"activity:read": {"activity:read", "activity:read_all"},
+               "read": {"read", "read_all"}}.get(scope, {scope})
+    if not token.scopes & implied:
+        raise StravaApiError(401, error_body("Authorization Error", "AccessToken",
+                                             f"{scope}_permission", "missing"))
