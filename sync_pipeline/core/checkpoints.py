@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select, update
@@ -30,6 +31,9 @@ class Session:
     started_at: dt.datetime
 
 
+DEFAULT_LEASE_TTL = dt.timedelta(minutes=10)
+
+
 class LeaseHeldError(RuntimeError):
     """Another run is syncing this partition right now."""
 
@@ -40,6 +44,7 @@ class Checkpoints:
     def __init__(self, db_url: str, source: str) -> None:
         self._db_url = db_url
         self.source = source
+        self._ttl = DEFAULT_LEASE_TTL
 
     def _ensure(self, key: str) -> None:
         with transaction(self._db_url) as s:
@@ -51,32 +56,55 @@ class Checkpoints:
         with transaction(self._db_url) as s:
             return s.get(SyncState, (self.source, key))
 
-    def claim(self, key: str, owner: str, ttl: dt.timedelta) -> None:
-        """Take the partition's lease; an expired lease (crashed worker) is taken over."""
+    def claim(
+        self,
+        key: str,
+        owner: str,
+        ttl: dt.timedelta,
+        *,
+        owner_is_dead: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Take the partition's lease.
+
+        A lease is taken over when it expired (it is renewed with every checkpoint) or when
+        `owner_is_dead(holder)` says its holder is gone (e.g. its Dagster run has finished or
+        was marked failed by run monitoring after a crash).
+        """
         with contextlib.suppress(IntegrityError):  # a concurrent insert of the same row
             self._ensure(key)
         now = utcnow()
         with transaction(self._db_url) as s:
-            result = s.execute(
-                update(SyncState)
-                .where(
+            holder = s.scalar(
+                select(SyncState.lease_owner).where(
                     SyncState.source == self.source,
                     SyncState.partition_key == key,
-                    or_(
-                        SyncState.lease_owner.is_(None),
-                        SyncState.lease_owner == owner,
-                        SyncState.lease_until < now,
-                    ),
+                    SyncState.lease_owner.is_not(None),
+                    SyncState.lease_owner != owner,
+                    SyncState.lease_until >= now,
                 )
+            )
+        takeover = holder is not None and owner_is_dead is not None and owner_is_dead(holder)
+        with transaction(self._db_url) as s:
+            free = or_(
+                SyncState.lease_owner.is_(None),
+                SyncState.lease_owner == owner,
+                SyncState.lease_until < now,
+            )
+            if takeover:
+                free = or_(free, SyncState.lease_owner == holder)
+            result = s.execute(
+                update(SyncState)
+                .where(SyncState.source == self.source, SyncState.partition_key == key, free)
                 .values(lease_owner=owner, lease_until=now + ttl, last_started_at=now)
             )
             if not getattr(result, "rowcount", 0):
-                holder = s.get(SyncState, (self.source, key))
+                current = s.get(SyncState, (self.source, key))
                 raise LeaseHeldError(
-                    f"{self.source} partition {key} is being synced by "
-                    f"{holder.lease_owner if holder else '?'} until "
-                    f"{holder.lease_until if holder else '?'}"
+                    f"{self.source} partition {key} is being synced by run "
+                    f"{current.lease_owner if current else '?'} (lease until "
+                    f"{current.lease_until if current else '?'}); not starting a second sync."
                 )
+        self._ttl = ttl
 
     def release(self, key: str, owner: str) -> None:
         """Give the lease back (only if we still hold it)."""
@@ -159,7 +187,12 @@ class Checkpoints:
         from sqlalchemy.orm import Session as OrmSession
 
         assert isinstance(s, OrmSession)
-        values: dict[str, object] = {"pages_done": pages_done, "items_synced": items_synced}
+        values: dict[str, object] = {
+            "pages_done": pages_done,
+            "items_synced": items_synced,
+            # Each checkpoint renews the lease: a live sync never loses it, a dead one's expires.
+            "lease_until": utcnow() + self._ttl,
+        }
         if cursor_before is not None:
             values["cursor_before"] = cursor_before
         if cursor_after is not None:

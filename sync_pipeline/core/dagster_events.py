@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import dagster as dg
@@ -16,6 +16,16 @@ RETRY_POLICY = dg.RetryPolicy(
     jitter=dg.Jitter.PLUS_MINUS,
 )
 """Transient failures of a single-partition sync: 10 s, 20 s, 40 s (±jitter), then failed."""
+
+
+def run_is_finished(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    """A lease holder (a run id) is dead when its run has finished, failed or is unknown."""
+
+    def dead(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is None or run.is_finished
+
+    return dead
 
 
 class Outcome(Protocol):

@@ -84,7 +84,7 @@ class HttpSession:
             follow_redirects=False,
         )
         self._retries = transient_retries
-        self._backoff = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
         self._backoff_max = backoff_max
 
     def close(self) -> None:

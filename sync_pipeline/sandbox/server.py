@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -17,9 +18,16 @@ class SandboxServer:
     Use as a context manager or call ``start()``/``stop()``. ``url`` is available once started.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                 log_level: str = "warning", startup_timeout: float = 10.0,
-                 shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        startup_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
         self.app = app
         self.host = host
         self.requested_port = port
@@ -48,8 +56,12 @@ class SandboxServer:
     @property
     def running(self) -> bool:
         """Whether the server thread is alive and serving."""
-        return (self._thread is not None and self._thread.is_alive()
-                and self._server is not None and self._server.started)
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._server is not None
+            and self._server.started
+        )
 
     def start(self) -> SandboxServer:
         """Bind, start serving and return once connections are accepted."""
@@ -67,13 +79,17 @@ class SandboxServer:
             raise
         self._socket = sock
         self._port = int(sock.getsockname()[1])
-        config = uvicorn.Config(self.app, log_level=self.log_level, ws="none",
-                                lifespan="auto", access_log=False,
-                                timeout_graceful_shutdown=self.shutdown_timeout)
+        config = uvicorn.Config(
+            self.app,
+            log_level=self.log_level,
+            ws="none",
+            lifespan="auto",
+            access_log=False,
+            timeout_graceful_shutdown=max(1, math.ceil(self.shutdown_timeout)),
+        )
         self._server = uvicorn.Server(config)
         self._error = None
-        self._thread = threading.Thread(target=self._run, name=f"sandbox-{self._port}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"sandbox-{self._port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self.startup_timeout
         while not self._server.started:
@@ -109,6 +125,10 @@ class SandboxServer:
     def __enter__(self) -> SandboxServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import itertools
 import math
 import socket
 import time
@@ -42,27 +43,39 @@ class Sandbox:
     client: httpx.Client
     clock: ManualClock
 
-    def login(self, athlete_id: int | None = None,
-              scope: str = "read,activity:read_all") -> dict[str, Any]:
+    def login(
+        self, athlete_id: int | None = None, scope: str = "read,activity:read_all"
+    ) -> dict[str, Any]:
         """Run the OAuth code flow over HTTP and return the token response."""
-        params = {"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code",
-                  "approval_prompt": "auto", "scope": scope, "state": "st"}
+        params = {
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "response_type": "code",
+            "approval_prompt": "auto",
+            "scope": scope,
+            "state": "st",
+        }
         if athlete_id is not None:
             params["sandbox_athlete_id"] = str(athlete_id)
         redirect = self.client.get("/oauth/authorize", params=params)
         assert redirect.status_code == 302, redirect.text
         code = parse_qs(urlsplit(redirect.headers["location"]).query)["code"][0]
-        response = self.client.post("/oauth/token", data={
-            "client_id": CLIENT_ID, "client_secret": SECRET, "code": code,
-            "grant_type": "authorization_code"})
+        response = self.client.post(
+            "/oauth/token",
+            data={
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "code": code,
+                "grant_type": "authorization_code",
+            },
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
 
     def get(self, path: str, token: str, **params: Any) -> httpx.Response:
         """GET an API path with a bearer token."""
-        return self.client.get(path, params=params,
-                               headers={"Authorization": f"Bearer {token}"})
+        return self.client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
 
 
 SandboxFactory = Callable[..., Sandbox]
@@ -95,24 +108,31 @@ def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return make_sandbox(athletes=3, activity_counts={0: 40, 1: 5, 2: 0})
 
 
-AUTH_ERROR = {"message": "Authorization Error",
-              "errors": [{"resource": "Athlete", "field": "access_token", "code": "invalid"}]}
-RATE_ERROR = {"message": "Rate Limit Exceeded",
-              "errors": [{"resource": "Application", "field": "rate limit",
-                          "code": "exceeded"}]}
-NOT_FOUND = {"message": "Record Not Found",
-             "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}]}
-BAD_REFRESH = {"message": "Bad Request",
-               "errors": [{"resource": "RefreshToken", "field": "refresh_token",
-                           "code": "invalid"}]}
+AUTH_ERROR = {
+    "message": "Authorization Error",
+    "errors": [{"resource": "Athlete", "field": "access_token", "code": "invalid"}],
+}
+RATE_ERROR = {
+    "message": "Rate Limit Exceeded",
+    "errors": [{"resource": "Application", "field": "rate limit", "code": "exceeded"}],
+}
+NOT_FOUND = {
+    "message": "Record Not Found",
+    "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}],
+}
+BAD_REFRESH = {
+    "message": "Bad Request",
+    "errors": [{"resource": "RefreshToken", "field": "refresh_token", "code": "invalid"}],
+}
 
 
 def _all_pages(sb: Sandbox, token: str, per_page: int, **params: Any) -> list[list[int]]:
     pages: list[list[int]] = []
     page = 1
     while True:
-        response = sb.get("/api/v3/athlete/activities", token, page=page, per_page=per_page,
-                          **params)
+        response = sb.get(
+            "/api/v3/athlete/activities", token, page=page, per_page=per_page, **params
+        )
         assert response.status_code == 200, response.text
         ids = [a["id"] for a in response.json()]
         if not ids:
@@ -154,8 +174,9 @@ def test_server_port_in_use_raises() -> None:
 
 @pytest.mark.parametrize("count", [0, 1, 200, 201, 2500])
 def test_pagination_exact(make_sandbox: SandboxFactory, count: int) -> None:
-    sb = make_sandbox(athletes=1, activity_counts={0: 0},
-                      read_limit_15min=1000, overall_limit_15min=1000)
+    sb = make_sandbox(
+        athletes=1, activity_counts={0: 0}, read_limit_15min=1000, overall_limit_15min=1000
+    )
     athlete_id = sb.state.add_athlete(count)
     token = sb.login(athlete_id)["access_token"]
     pages = _all_pages(sb, token, per_page=200)
@@ -165,13 +186,15 @@ def test_pagination_exact(make_sandbox: SandboxFactory, count: int) -> None:
     assert len(flat) == len(set(flat)) == count
     assert flat == sb.state.activity_ids(athlete_id)
     starts = [sb.state.activity_start(i) for i in flat]
-    assert all(a > b for a, b in zip(starts, starts[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(starts))
 
 
-@pytest.mark.parametrize(("per_page", "expected"),
-                         [(None, 30), (1, 1), (50, 50), (200, 200), (201, 200), (1000, 200)])
-def test_per_page_default_and_cap(make_sandbox: SandboxFactory, per_page: int | None,
-                                  expected: int) -> None:
+@pytest.mark.parametrize(
+    ("per_page", "expected"), [(None, 30), (1, 1), (50, 50), (200, 200), (201, 200), (1000, 200)]
+)
+def test_per_page_default_and_cap(
+    make_sandbox: SandboxFactory, per_page: int | None, expected: int
+) -> None:
     sb = make_sandbox(athletes=1, activity_counts={0: 250})
     token = sb.login(1001)["access_token"]
     params = {} if per_page is None else {"per_page": per_page}
@@ -192,10 +215,15 @@ def test_before_after_are_exclusive_filters(sandbox: Sandbox, mode: str) -> None
         params["before"] = hi
     if mode in ("after", "both"):
         params["after"] = lo
-    got = [a["id"] for a in sandbox.get("/api/v3/athlete/activities", token,
-                                         per_page=200, **params).json()]
-    expected = [i for i in ids if (mode == "after" or starts[i] < hi)
-                and (mode == "before" or starts[i] > lo)]
+    got = [
+        a["id"]
+        for a in sandbox.get("/api/v3/athlete/activities", token, per_page=200, **params).json()
+    ]
+    expected = [
+        i
+        for i in ids
+        if (mode == "after" or starts[i] < hi) and (mode == "before" or starts[i] > lo)
+    ]
     assert got == expected
     assert len(got) == {"before": 34, "after": 30, "both": 24}[mode]
     assert (ids[5] in got) is (mode == "after")
@@ -206,18 +234,31 @@ def test_before_after_are_exclusive_filters(sandbox: Sandbox, mode: str) -> None
 
 
 def test_oauth_code_flow_end_to_end(sandbox: Sandbox) -> None:
-    redirect = sandbox.client.get("/oauth/authorize", params={
-        "client_id": CLIENT_ID, "redirect_uri": REDIRECT + "?keep=1", "response_type": "code",
-        "scope": "activity:read_all,profile:read_all", "state": "abc"})
+    redirect = sandbox.client.get(
+        "/oauth/authorize",
+        params={
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT + "?keep=1",
+            "response_type": "code",
+            "scope": "activity:read_all,profile:read_all",
+            "state": "abc",
+        },
+    )
     assert redirect.status_code == 302
     location = urlsplit(redirect.headers["location"])
     assert location.netloc == "localhost:8765" and location.path == "/callback"
     query = parse_qs(location.query)
     assert query["state"] == ["abc"] and query["keep"] == ["1"]
     assert query["scope"] == ["read,profile:read_all,activity:read_all"]
-    token = sandbox.client.post("/oauth/token", data={
-        "client_id": CLIENT_ID, "client_secret": SECRET, "code": query["code"][0],
-        "grant_type": "authorization_code"})
+    token = sandbox.client.post(
+        "/oauth/token",
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "code": query["code"][0],
+            "grant_type": "authorization_code",
+        },
+    )
     assert token.status_code == 200
     body = token.json()
     assert body["token_type"] == "Bearer"
@@ -231,27 +272,44 @@ def test_oauth_code_flow_end_to_end(sandbox: Sandbox) -> None:
 
 
 def test_oauth_token_accepts_json_and_code_is_single_use(sandbox: Sandbox) -> None:
-    redirect = sandbox.client.get("/oauth/authorize", params={
-        "client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code"})
+    redirect = sandbox.client.get(
+        "/oauth/authorize",
+        params={"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code"},
+    )
     query = parse_qs(urlsplit(redirect.headers["location"]).query)
     assert query["scope"] == ["read"]
-    payload = {"client_id": CLIENT_ID, "client_secret": SECRET, "code": query["code"][0],
-               "grant_type": "authorization_code"}
+    payload = {
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "code": query["code"][0],
+        "grant_type": "authorization_code",
+    }
     assert sandbox.client.post("/oauth/token", json=payload).status_code == 200
     again = sandbox.client.post("/oauth/token", json=payload)
     assert again.status_code == 400
-    assert again.json()["errors"][0] == {"resource": "AuthorizationCode", "field": "code",
-                                         "code": "invalid"}
+    assert again.json()["errors"][0] == {
+        "resource": "AuthorizationCode",
+        "field": "code",
+        "code": "invalid",
+    }
 
 
 def test_oauth_code_expires_after_ten_minutes(sandbox: Sandbox) -> None:
-    redirect = sandbox.client.get("/oauth/authorize", params={
-        "client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code"})
+    redirect = sandbox.client.get(
+        "/oauth/authorize",
+        params={"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code"},
+    )
     code = parse_qs(urlsplit(redirect.headers["location"]).query)["code"][0]
     sandbox.clock.advance(601)
-    response = sandbox.client.post("/oauth/token", data={
-        "client_id": CLIENT_ID, "client_secret": SECRET, "code": code,
-        "grant_type": "authorization_code"})
+    response = sandbox.client.post(
+        "/oauth/token",
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "code": code,
+            "grant_type": "authorization_code",
+        },
+    )
     assert response.status_code == 400
 
 
@@ -259,21 +317,24 @@ def test_refresh_rotates_and_invalidates_old_token(sandbox: Sandbox) -> None:
     first = sandbox.login(1001)
     form = {"client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token"}
     sandbox.clock.advance(3600)  # 5 h left: Strava hands back the same access token
-    second = sandbox.client.post("/oauth/token", data={**form,
-                                                       "refresh_token": first["refresh_token"]})
+    second = sandbox.client.post(
+        "/oauth/token", data={**form, "refresh_token": first["refresh_token"]}
+    )
     assert second.status_code == 200
     body = second.json()
     assert "athlete" not in body
     assert body["refresh_token"] != first["refresh_token"]
     assert body["access_token"] == first["access_token"]
     assert body["expires_at"] == first["expires_at"]
-    reuse = sandbox.client.post("/oauth/token", data={**form,
-                                                      "refresh_token": first["refresh_token"]})
+    reuse = sandbox.client.post(
+        "/oauth/token", data={**form, "refresh_token": first["refresh_token"]}
+    )
     assert reuse.status_code == 400
     assert reuse.json() == BAD_REFRESH
     sandbox.clock.advance(4 * 3600 + 1)  # under 1 h left: a fresh access token
-    third = sandbox.client.post("/oauth/token", data={**form,
-                                                      "refresh_token": body["refresh_token"]})
+    third = sandbox.client.post(
+        "/oauth/token", data={**form, "refresh_token": body["refresh_token"]}
+    )
     assert third.status_code == 200
     assert third.json()["access_token"] != first["access_token"]
     assert third.json()["expires_at"] == int(sandbox.clock() + 21600)
@@ -281,42 +342,66 @@ def test_refresh_rotates_and_invalidates_old_token(sandbox: Sandbox) -> None:
     assert sandbox.client.get("/_sandbox/stats").json()["refreshes"] == 2
 
 
-@pytest.mark.parametrize(("client_id", "secret", "status", "field"), [
-    (CLIENT_ID, "wrong", 401, "client_secret"),
-    ("999", SECRET, 400, "client_id"),
-])
-def test_token_rejects_bad_client_credentials(sandbox: Sandbox, client_id: str, secret: str,
-                                              status: int, field: str) -> None:
+@pytest.mark.parametrize(
+    ("client_id", "secret", "status", "field"),
+    [
+        (CLIENT_ID, "wrong", 401, "client_secret"),
+        ("999", SECRET, 400, "client_id"),
+    ],
+)
+def test_token_rejects_bad_client_credentials(
+    sandbox: Sandbox, client_id: str, secret: str, status: int, field: str
+) -> None:
     tokens = sandbox.login(1001)
-    response = sandbox.client.post("/oauth/token", data={
-        "client_id": client_id, "client_secret": secret, "grant_type": "refresh_token",
-        "refresh_token": tokens["refresh_token"]})
+    response = sandbox.client.post(
+        "/oauth/token",
+        data={
+            "client_id": client_id,
+            "client_secret": secret,
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+        },
+    )
     assert response.status_code == status
-    assert response.json() == {"message": "Bad Request", "errors": [
-        {"resource": "Application", "field": field, "code": "invalid"}]}
+    assert response.json() == {
+        "message": "Bad Request",
+        "errors": [{"resource": "Application", "field": field, "code": "invalid"}],
+    }
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"client_id": "nope", "response_type": "code"}, "client_id"),
-    ({"client_id": CLIENT_ID, "response_type": "token"}, "response_type"),
-    ({"client_id": CLIENT_ID, "response_type": "code", "scope": "everything"}, "scope"),
-])
-def test_authorize_rejects_bad_requests(sandbox: Sandbox, params: dict[str, str],
-                                        field: str) -> None:
-    response = sandbox.client.get("/oauth/authorize",
-                                  params={"redirect_uri": REDIRECT, **params})
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"client_id": "nope", "response_type": "code"}, "client_id"),
+        ({"client_id": CLIENT_ID, "response_type": "token"}, "response_type"),
+        ({"client_id": CLIENT_ID, "response_type": "code", "scope": "everything"}, "scope"),
+    ],
+)
+def test_authorize_rejects_bad_requests(
+    sandbox: Sandbox, params: dict[str, str], field: str
+) -> None:
+    response = sandbox.client.get("/oauth/authorize", params={"redirect_uri": REDIRECT, **params})
     assert response.status_code == 400
     assert response.json()["message"] == "Bad Request"
     assert response.json()["errors"][0]["field"] == field
 
 
 def test_authorize_denied_redirects_with_error(sandbox: Sandbox) -> None:
-    response = sandbox.client.get("/oauth/authorize", params={
-        "client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code",
-        "state": "s1", "sandbox_deny": "true"})
+    response = sandbox.client.get(
+        "/oauth/authorize",
+        params={
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "response_type": "code",
+            "state": "s1",
+            "sandbox_deny": "true",
+        },
+    )
     assert response.status_code == 302
     assert parse_qs(urlsplit(response.headers["location"]).query) == {
-        "state": ["s1"], "error": ["access_denied"]}
+        "state": ["s1"],
+        "error": ["access_denied"],
+    }
 
 
 def test_expired_access_token_is_rejected(sandbox: Sandbox) -> None:
@@ -326,7 +411,7 @@ def test_expired_access_token_is_rejected(sandbox: Sandbox) -> None:
     response = sandbox.get("/api/v3/athlete", token)
     assert response.status_code == 401
     assert response.json() == AUTH_ERROR
-    assert response.headers["X-RateLimit-Usage"] == "2,2"
+    assert response.headers["X-RateLimit-Usage"] == "1,2"  # new 15-min window, same day
 
 
 def test_token_lifetime_is_scaled(make_sandbox: SandboxFactory) -> None:
@@ -349,8 +434,12 @@ def test_scopes_gate_activities_and_private_ones(sandbox: Sandbox) -> None:
     read_only = sandbox.login(1001, scope="read")["access_token"]
     denied = sandbox.get("/api/v3/athlete/activities", read_only)
     assert denied.status_code == 401
-    assert denied.json() == {"message": "Authorization Error", "errors": [
-        {"resource": "AccessToken", "field": "activity:read_permission", "code": "missing"}]}
+    assert denied.json() == {
+        "message": "Authorization Error",
+        "errors": [
+            {"resource": "AccessToken", "field": "activity:read_permission", "code": "missing"}
+        ],
+    }
     public_token = sandbox.login(1001, scope="activity:read")["access_token"]
     all_token = sandbox.login(1001, scope="activity:read_all")["access_token"]
     public = sandbox.get("/api/v3/athlete/activities", public_token, per_page=200).json()
@@ -366,14 +455,21 @@ def test_scopes_gate_activities_and_private_ones(sandbox: Sandbox) -> None:
 
 def test_deauthorize_revokes_all_tokens(sandbox: Sandbox) -> None:
     tokens = sandbox.login(1001)
-    response = sandbox.client.post("/oauth/deauthorize",
-                                   data={"access_token": tokens["access_token"]})
+    response = sandbox.client.post(
+        "/oauth/deauthorize", data={"access_token": tokens["access_token"]}
+    )
     assert response.status_code == 200
     assert response.json() == {"access_token": tokens["access_token"]}
     assert sandbox.get("/api/v3/athlete", tokens["access_token"]).status_code == 401
-    refresh = sandbox.client.post("/oauth/token", data={
-        "client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token",
-        "refresh_token": tokens["refresh_token"]})
+    refresh = sandbox.client.post(
+        "/oauth/token",
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+        },
+    )
     assert refresh.status_code == 400
     athletes = {a["id"]: a for a in sandbox.client.get("/_sandbox/athletes").json()}
     assert athletes[1001]["authorized"] is False
@@ -406,13 +502,18 @@ def test_read_limit_returns_429_and_still_counts_daily(make_sandbox: SandboxFact
     assert limited.headers["X-ReadRateLimit-Usage"] == "4,4"
     stats = sb.client.get("/_sandbox/stats").json()
     assert stats["rate_limited"] == 1
-    assert stats["usage"] == {"overall_15min": 4, "overall_daily": 4, "read_15min": 4,
-                              "read_daily": 4}
+    assert stats["usage"] == {
+        "overall_15min": 4,
+        "overall_daily": 4,
+        "read_15min": 4,
+        "read_daily": 4,
+    }
 
 
 @pytest.mark.parametrize("time_scale", [1.0, 900.0])
-def test_fifteen_minute_window_resets_on_boundary(make_sandbox: SandboxFactory,
-                                                  time_scale: float) -> None:
+def test_fifteen_minute_window_resets_on_boundary(
+    make_sandbox: SandboxFactory, time_scale: float
+) -> None:
     sb = make_sandbox(athletes=1, read_limit_15min=2, time_scale=time_scale)
     window = 900.0 / time_scale
     sb.clock.set(math.floor(START / window) * window + 0.25 * window)
@@ -444,8 +545,11 @@ def test_writes_count_only_toward_overall_limit(make_sandbox: SandboxFactory) ->
     sb = make_sandbox(athletes=1, activity_counts={0: 3}, overall_limit_15min=2)
     token = sb.login(1001, scope="activity:read_all,activity:write")["access_token"]
     activity_id = sb.state.activity_ids(1001)[0]
-    put = sb.client.put(f"/api/v3/activities/{activity_id}", json={"name": "Renamed"},
-                        headers={"Authorization": f"Bearer {token}"})
+    put = sb.client.put(
+        f"/api/v3/activities/{activity_id}",
+        json={"name": "Renamed"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert put.status_code == 200
     assert put.json()["name"] == "Renamed"
     assert put.headers["X-RateLimit-Usage"] == "1,1"
@@ -471,8 +575,7 @@ def test_oauth_endpoints_do_not_count(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(("status", "expected"), [(None, 503), (500, 500), (502, 502)])
-def test_5xx_fault_consumes_its_count(sandbox: Sandbox, status: int | None,
-                                      expected: int) -> None:
+def test_5xx_fault_consumes_its_count(sandbox: Sandbox, status: int | None, expected: int) -> None:
     token = sandbox.login(1001)["access_token"]
     sandbox.state.inject_fault("5xx", count=2, status=status)
     codes = [sandbox.get("/api/v3/athlete", token).status_code for _ in range(3)]
@@ -483,8 +586,7 @@ def test_5xx_fault_consumes_its_count(sandbox: Sandbox, status: int | None,
 def test_fault_filters_by_path_and_athlete(sandbox: Sandbox) -> None:
     a = sandbox.login(1001)["access_token"]
     b = sandbox.login(1002)["access_token"]
-    sandbox.state.inject_fault("5xx", count=1, path_contains="/athlete/activities",
-                               athlete_id=1002)
+    sandbox.state.inject_fault("5xx", count=1, path_contains="/athlete/activities", athlete_id=1002)
     assert sandbox.get("/api/v3/athlete", b).status_code == 200
     assert sandbox.get("/api/v3/athlete/activities", a).status_code == 200
     assert sandbox.get("/api/v3/athlete/activities", b).status_code == 503
@@ -506,9 +608,15 @@ def test_revoked_fault_breaks_calls_and_refresh(sandbox: Sandbox) -> None:
     sandbox.state.inject_fault("revoked", athlete_id=1001)
     assert sandbox.get("/api/v3/athlete", tokens["access_token"]).json() == AUTH_ERROR
     assert sandbox.get("/api/v3/athlete", other).status_code == 200
-    refresh = sandbox.client.post("/oauth/token", data={
-        "client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token",
-        "refresh_token": tokens["refresh_token"]})
+    refresh = sandbox.client.post(
+        "/oauth/token",
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+        },
+    )
     assert refresh.status_code == 400
     assert refresh.json() == BAD_REFRESH
     assert sandbox.login(1001)["athlete"]["id"] == 1001  # can re-authorize
@@ -523,8 +631,9 @@ def test_deleted_fault_makes_activity_404(sandbox: Sandbox) -> None:
     assert response.status_code == 404
     assert response.json() == NOT_FOUND
     assert sandbox.get(f"/api/v3/activities/{victim}/streams", token).status_code == 404
-    listed = [a["id"] for a in sandbox.get("/api/v3/athlete/activities", token,
-                                            per_page=200).json()]
+    listed = [
+        a["id"] for a in sandbox.get("/api/v3/athlete/activities", token, per_page=200).json()
+    ]
     assert victim not in listed and len(listed) == 39
 
 
@@ -541,8 +650,9 @@ def test_timeout_fault_exceeds_client_timeout(sandbox: Sandbox) -> None:
     token = sandbox.login(1001)["access_token"]
     sandbox.state.inject_fault("timeout", delay=5.0)
     with pytest.raises(httpx.ReadTimeout):
-        sandbox.client.get("/api/v3/athlete", headers={"Authorization": f"Bearer {token}"},
-                           timeout=0.2)
+        sandbox.client.get(
+            "/api/v3/athlete", headers={"Authorization": f"Bearer {token}"}, timeout=0.2
+        )
     assert sandbox.get("/api/v3/athlete", token).status_code == 200
 
 
@@ -558,8 +668,9 @@ def test_slow_response_does_not_block_others(sandbox: Sandbox) -> None:
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=sandbox.server.url, timeout=5.0) as client:
-            await asyncio.gather(call(client, "/api/v3/athlete/activities"),
-                                 call(client, "/api/v3/athlete"))
+            await asyncio.gather(
+                call(client, "/api/v3/athlete/activities"), call(client, "/api/v3/athlete")
+            )
 
     asyncio.run(main())
     assert finished == ["/api/v3/athlete", "/api/v3/athlete/activities"]
@@ -568,8 +679,12 @@ def test_slow_response_does_not_block_others(sandbox: Sandbox) -> None:
 def test_fault_on_token_endpoint(sandbox: Sandbox) -> None:
     tokens = sandbox.login(1001)
     sandbox.state.inject_fault("5xx", path_contains="/oauth/token")
-    form = {"client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"]}
+    form = {
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "grant_type": "refresh_token",
+        "refresh_token": tokens["refresh_token"],
+    }
     assert sandbox.client.post("/oauth/token", data=form).status_code == 503
     assert sandbox.client.post("/oauth/token", data=form).status_code == 200
 
@@ -582,9 +697,12 @@ def test_streams_shape(sandbox: Sandbox, key_by_type: bool) -> None:
     token = sandbox.login(1001)["access_token"]
     summaries = sandbox.get("/api/v3/athlete/activities", token, per_page=200).json()
     gps = next(a for a in summaries if a["start_latlng"] and a["has_heartrate"])
-    response = sandbox.get(f"/api/v3/activities/{gps['id']}/streams", token,
-                           keys="latlng,time,heartrate,altitude",
-                           key_by_type=str(key_by_type).lower())
+    response = sandbox.get(
+        f"/api/v3/activities/{gps['id']}/streams",
+        token,
+        keys="latlng,time,heartrate,altitude",
+        key_by_type=str(key_by_type).lower(),
+    )
     assert response.status_code == 200
     body = response.json()
     if key_by_type:
@@ -602,9 +720,9 @@ def test_streams_shape(sandbox: Sandbox, key_by_type: bool) -> None:
         assert stream["original_size"] == len(stream["data"])
     times = streams["time"]["data"]
     assert times[0] == 0 and times[-1] == gps["elapsed_time"]
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(times))
     dist = streams["distance"]["data"]
-    assert all(b >= a for a, b in zip(dist, dist[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(dist))
     assert dist[-1] == pytest.approx(gps["distance"], abs=0.2)
     latlng = streams["latlng"]["data"]
     assert latlng[0] == gps["start_latlng"] and latlng[-1] == gps["end_latlng"]
@@ -614,26 +732,75 @@ def test_streams_shape(sandbox: Sandbox, key_by_type: bool) -> None:
 def test_streams_are_deterministic(sandbox: Sandbox) -> None:
     token = sandbox.login(1001)["access_token"]
     activity_id = sandbox.state.activity_ids(1001)[0]
-    first = sandbox.get(f"/api/v3/activities/{activity_id}/streams", token,
-                        keys="latlng", key_by_type="true").json()
-    second = sandbox.get(f"/api/v3/activities/{activity_id}/streams", token,
-                         keys="latlng", key_by_type="true").json()
+    first = sandbox.get(
+        f"/api/v3/activities/{activity_id}/streams", token, keys="latlng", key_by_type="true"
+    ).json()
+    second = sandbox.get(
+        f"/api/v3/activities/{activity_id}/streams", token, keys="latlng", key_by_type="true"
+    ).json()
     assert first == second
 
 
 SUMMARY_FIELDS = {
-    "id", "resource_state", "external_id", "upload_id", "athlete", "name", "distance",
-    "moving_time", "elapsed_time", "total_elevation_gain", "elev_high", "elev_low", "type",
-    "sport_type", "workout_type", "start_date", "start_date_local", "timezone", "utc_offset",
-    "start_latlng", "end_latlng", "location_city", "location_state", "location_country",
-    "achievement_count", "kudos_count", "comment_count", "athlete_count", "photo_count",
-    "total_photo_count", "map", "trainer", "commute", "manual", "private", "visibility",
-    "flagged", "gear_id", "has_kudoed", "average_speed", "max_speed", "has_heartrate",
-    "device_watts", "pr_count", "suffer_score",
+    "id",
+    "resource_state",
+    "external_id",
+    "upload_id",
+    "athlete",
+    "name",
+    "distance",
+    "moving_time",
+    "elapsed_time",
+    "total_elevation_gain",
+    "elev_high",
+    "elev_low",
+    "type",
+    "sport_type",
+    "workout_type",
+    "start_date",
+    "start_date_local",
+    "timezone",
+    "utc_offset",
+    "start_latlng",
+    "end_latlng",
+    "location_city",
+    "location_state",
+    "location_country",
+    "achievement_count",
+    "kudos_count",
+    "comment_count",
+    "athlete_count",
+    "photo_count",
+    "total_photo_count",
+    "map",
+    "trainer",
+    "commute",
+    "manual",
+    "private",
+    "visibility",
+    "flagged",
+    "gear_id",
+    "has_kudoed",
+    "average_speed",
+    "max_speed",
+    "has_heartrate",
+    "device_watts",
+    "pr_count",
+    "suffer_score",
 }
 DETAIL_FIELDS = SUMMARY_FIELDS | {
-    "description", "calories", "segment_efforts", "splits_metric", "splits_standard", "laps",
-    "gear", "photos", "device_name", "embed_token", "average_heartrate", "max_heartrate",
+    "description",
+    "calories",
+    "segment_efforts",
+    "splits_metric",
+    "splits_standard",
+    "laps",
+    "gear",
+    "photos",
+    "device_name",
+    "embed_token",
+    "average_heartrate",
+    "max_heartrate",
 }
 
 
@@ -642,28 +809,31 @@ def test_summary_and_detailed_activity_fields(sandbox: Sandbox) -> None:
     summaries = sandbox.get("/api/v3/athlete/activities", token, per_page=200).json()
     for summary in summaries:
         assert summary["resource_state"] == 2
-        assert SUMMARY_FIELDS <= set(summary)
+        assert set(summary) >= SUMMARY_FIELDS
         assert summary["athlete"] == {"id": 1001, "resource_state": 1}
         assert summary["start_date"].endswith("Z")
     chosen = next(a for a in summaries if a["has_heartrate"] and a["start_latlng"])
     detail = sandbox.get(f"/api/v3/activities/{chosen['id']}", token).json()
     assert detail["resource_state"] == 3
-    assert DETAIL_FIELDS <= set(detail)
+    assert set(detail) >= DETAIL_FIELDS
     assert detail["map"]["polyline"] and detail["map"]["summary_polyline"]
     assert detail["segment_efforts"] == []
     assert len(detail["splits_metric"]) == math.ceil(detail["distance"] / 1000)
     assert sum(s["distance"] for s in detail["splits_metric"]) == pytest.approx(
-        detail["distance"], abs=1.0)
+        detail["distance"], abs=1.0
+    )
     assert {k: detail[k] for k in SUMMARY_FIELDS if k not in ("resource_state", "map")} == {
-        k: chosen[k] for k in SUMMARY_FIELDS if k not in ("resource_state", "map")}
+        k: chosen[k] for k in SUMMARY_FIELDS if k not in ("resource_state", "map")
+    }
 
 
 def test_data_is_deterministic_per_seed(make_sandbox: SandboxFactory) -> None:
     def listing(seed: int) -> list[dict[str, Any]]:
         sb = make_sandbox(athletes=1, seed=seed, activity_counts={0: 25})
         token = sb.login(1001)["access_token"]
-        result: list[dict[str, Any]] = sb.get("/api/v3/athlete/activities", token,
-                                              per_page=200).json()
+        result: list[dict[str, Any]] = sb.get(
+            "/api/v3/athlete/activities", token, per_page=200
+        ).json()
         return result
 
     first, again, other = listing(7), listing(7), listing(8)
@@ -675,10 +845,18 @@ def test_data_is_deterministic_per_seed(make_sandbox: SandboxFactory) -> None:
 
 
 def test_default_activity_counts_are_seeded() -> None:
-    counts = [a["activity_count"] for a in StravaSandboxState(StravaSandboxConfig(
-        athletes=4, anchor_epoch=START)).list_athletes()]
-    again = [a["activity_count"] for a in StravaSandboxState(StravaSandboxConfig(
-        athletes=4, anchor_epoch=START)).list_athletes()]
+    counts = [
+        a["activity_count"]
+        for a in StravaSandboxState(
+            StravaSandboxConfig(athletes=4, anchor_epoch=START)
+        ).list_athletes()
+    ]
+    again = [
+        a["activity_count"]
+        for a in StravaSandboxState(
+            StravaSandboxConfig(athletes=4, anchor_epoch=START)
+        ).list_athletes()
+    ]
     assert counts == again
     assert all(0 <= c <= 300 for c in counts)
 
@@ -690,7 +868,10 @@ def test_control_athletes_and_activities(sandbox: Sandbox) -> None:
     c = sandbox.client
     listed = c.get("/_sandbox/athletes").json()
     assert [(a["id"], a["activity_count"], a["authorized"]) for a in listed] == [
-        (1001, 40, False), (1002, 5, False), (1003, 0, False)]
+        (1001, 40, False),
+        (1002, 5, False),
+        (1003, 0, False),
+    ]
     new_id = c.post("/_sandbox/athletes", json={"activity_count": 7}).json()["id"]
     assert new_id == 1004
     token = sandbox.login(new_id)["access_token"]
@@ -702,8 +883,7 @@ def test_control_athletes_and_activities(sandbox: Sandbox) -> None:
     newest = sandbox.state.activity_start(added[-1])
     assert newest == int(sandbox.clock()) and newest > sandbox.state.activity_start(added[0])
     assert sandbox.state.activity_start(added[0]) > sandbox.state.activity_start(before[0]["id"])
-    patched = c.patch(f"/_sandbox/activities/{added[0]}",
-                      json={"name": "Edited", "private": True})
+    patched = c.patch(f"/_sandbox/activities/{added[0]}", json={"name": "Edited", "private": True})
     assert patched.status_code == 200
     detail = sandbox.get(f"/api/v3/activities/{added[0]}", token).json()
     assert detail["name"] == "Edited" and detail["private"] is True
@@ -729,9 +909,11 @@ def test_control_faults_and_stats(sandbox: Sandbox) -> None:
     assert c.post("/_sandbox/faults", json={"kind": "bogus"}).status_code == 400
     stats = c.get("/_sandbox/stats").json()
     assert stats["requests_total"] == 4
-    assert stats["requests_by_endpoint"] == {"GET /oauth/authorize": 1,
-                                             "POST /oauth/token": 1,
-                                             "GET /api/v3/athlete": 2}
+    assert stats["requests_by_endpoint"] == {
+        "GET /oauth/authorize": 1,
+        "POST /oauth/token": 1,
+        "GET /api/v3/athlete": 2,
+    }
     assert stats["responses_by_status"] == {"302": 1, "200": 2, "502": 1}
     assert stats["usage"]["read_15min"] == 2
     assert c.post("/_sandbox/reset-stats").status_code == 200

@@ -8,7 +8,12 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipeline.core import priorities
-from sync_pipeline.core.dagster_events import RETRY_POLICY, batch_events, single_partition_events
+from sync_pipeline.core.dagster_events import (
+    RETRY_POLICY,
+    batch_events,
+    run_is_finished,
+    single_partition_events,
+)
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import StravaResource
@@ -46,8 +51,9 @@ def strava_activities(
         strava,
         int(key),
         mode="full" if config.full else "incremental",
-        owner=context.run_id,
-        run_id=context.run_id,
+        owner=context.run.run_id,
+        run_id=context.run.run_id,
+        owner_is_dead=run_is_finished(context.instance),
     )
     context.log.info(
         f"athlete {key}: {outcome.status} ({outcome.mode}), +{outcome.added} "
@@ -92,9 +98,10 @@ def strava_sweep(
                 strava,
                 athlete_id,
                 mode=config.mode,
-                owner=context.run_id,
-                run_id=context.run_id,
+                owner=context.run.run_id,
+                run_id=context.run.run_id,
                 hand_over_on_failure=True,
+                owner_is_dead=run_is_finished(context.instance),
             )
             for athlete_id in ids
         ]
@@ -130,7 +137,6 @@ def strava_sweep_job() -> None:
 strava_athlete_sync = dg.define_asset_job(
     "strava_athlete_sync",
     selection=[strava_activities],
-    partitions_def=strava_athletes,
     description="Sync one Strava athlete (manual syncs run at priority 10, above the batch).",
     executor_def=dg.in_process_executor,
     tags={

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from sync_pipeline.defs.strava.models import SummaryActivity
 from sync_pipeline.defs.strava.resources import MAX_PER_PAGE, StravaResource
 
 SOURCE = "strava"
-LEASE_TTL = dt.timedelta(minutes=30)
+LEASE_TTL = dt.timedelta(minutes=10)  # renewed at every page checkpoint
 UPDATABLE = [
     "name",
     "sport_type",
@@ -229,6 +230,7 @@ def sync_athlete(
     owner: str,
     run_id: str | None,
     hand_over_on_failure: bool = False,
+    owner_is_dead: Callable[[str], bool] | None = None,
 ) -> SyncOutcome:
     """Sync one athlete and record the outcome in its sync state; never raises SyncError.
 
@@ -257,7 +259,7 @@ def sync_athlete(
         cp.fail(key, error_class=outcome.error_class, message=outcome.error, run_id=run_id)
         return outcome
     try:
-        cp.claim(key, owner, LEASE_TTL)
+        cp.claim(key, owner, LEASE_TTL, owner_is_dead=owner_is_dead)
     except LeaseHeldError as exc:
         outcome.status, outcome.error = "skipped", str(exc)
         return outcome

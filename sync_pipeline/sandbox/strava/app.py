@@ -26,8 +26,12 @@ from sync_pipeline.sandbox.strava.state import (
 )
 
 Handler = Callable[[Request, AccessToken], Awaitable[Any]]
-_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            504: "Gateway Timeout"}
+_REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def _bad_request(field_name: str) -> StravaApiError:
@@ -72,8 +76,9 @@ async def _params(request: Request) -> dict[str, str]:
         except ValueError:
             raise _bad_request("body") from None
         if isinstance(loaded, dict):
-            params.update({k: v if isinstance(v, str) else json.dumps(v)
-                           for k, v in loaded.items()})
+            params.update(
+                {k: v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+            )
     else:
         params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return params
@@ -91,16 +96,16 @@ async def _wait_or_disconnect(request: Request, seconds: float) -> bool:
             return True
 
 
-async def _fire(fault: Fault, request: Request,
-                headers: dict[str, str]) -> JSONResponse | None:
+async def _fire(fault: Fault, request: Request, headers: dict[str, str]) -> JSONResponse | None:
     """Turn a fault into a response; ``None`` means continue normally (slow)."""
     if fault.kind == "slow":
         await asyncio.sleep(max(0.0, fault.delay))
         return None
     if fault.kind == "timeout":
         await _wait_or_disconnect(request, fault.delay if fault.delay > 0 else 30.0)
-        return JSONResponse(error_body("Gateway Timeout", "Server", "", "timeout"), 504,
-                            headers=headers)
+        return JSONResponse(
+            error_body("Gateway Timeout", "Server", "", "timeout"), 504, headers=headers
+        )
     if fault.kind == "429":
         return JSONResponse(rate_limit_body(), 429, headers=headers)
     status = fault.status or 503
@@ -135,14 +140,16 @@ def create_app(state: StravaSandboxState) -> Starlette:
         return response
 
     async def athlete(request: Request, token: AccessToken) -> Any:
-        return state.athlete_json(token.athlete_id,
-                                  detailed="profile:read_all" in token.scopes)
+        return state.athlete_json(token.athlete_id, detailed="profile:read_all" in token.scopes)
 
     async def activities(request: Request, token: AccessToken) -> Any:
         return state.list_activities(
-            token, before=_int_param(request, "before"), after=_int_param(request, "after"),
+            token,
+            before=_int_param(request, "before"),
+            after=_int_param(request, "after"),
             page=_int_param(request, "page") or 1,
-            per_page=_int_param(request, "per_page") or 30)
+            per_page=_int_param(request, "per_page") or 30,
+        )
 
     async def activity(request: Request, token: AccessToken) -> Any:
         return state.get_activity(token, _path_id(request))
@@ -163,8 +170,10 @@ def create_app(state: StravaSandboxState) -> Starlette:
         found = state.get_streams(token, _path_id(request), keys)
         series = request.query_params.get("series_type", "distance")
         series = series if series in ("distance", "time") else "distance"
-        items = {k: {"data": v, "series_type": series, "original_size": len(v),
-                     "resolution": "high"} for k, v in found.items()}
+        items = {
+            k: {"data": v, "series_type": series, "original_size": len(v), "resolution": "high"}
+            for k, v in found.items()
+        }
         if request.query_params.get("key_by_type", "").lower() == "true":
             return items
         return [{"type": k, **v} for k, v in items.items()]
@@ -172,8 +181,7 @@ def create_app(state: StravaSandboxState) -> Starlette:
     async def unknown_api(request: Request, token: AccessToken) -> Any:
         raise not_found("resource", "path")
 
-    def api_route(path: str, method: str, handler: Handler,
-                  endpoint: str | None = None) -> Route:
+    def api_route(path: str, method: str, handler: Handler, endpoint: str | None = None) -> Route:
         key = f"{method} {endpoint or path}"
 
         async def endpoint_fn(request: Request) -> Response:
@@ -181,8 +189,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
 
         return Route(path, endpoint_fn, methods=[method])
 
-    async def oauth_guard(request: Request, endpoint: str,
-                          athlete_id: int | None) -> Response | None:
+    async def oauth_guard(
+        request: Request, endpoint: str, athlete_id: int | None
+    ) -> Response | None:
         state.record_request(endpoint)
         fault = state.take_fault(request.url.path, athlete_id)
         if fault is None:
@@ -210,11 +219,18 @@ def create_app(state: StravaSandboxState) -> Starlette:
             if q.get("sandbox_deny", "").lower() in ("1", "true") and redirect_uri:
                 state.check_client(q.get("client_id"))
                 extra = {"state": q["state"]} if "state" in q else {}
-                return finish(RedirectResponse(
-                    _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302))
+                return finish(
+                    RedirectResponse(
+                        _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302
+                    )
+                )
             code, scopes = state.authorize(
-                q.get("client_id"), redirect_uri, q.get("response_type"),
-                q.get("sandbox_scope") or q.get("scope"), athlete_id)
+                q.get("client_id"),
+                redirect_uri,
+                q.get("response_type"),
+                q.get("sandbox_scope") or q.get("scope"),
+                athlete_id,
+            )
         except StravaApiError as exc:
             return finish(JSONResponse(exc.body, exc.status))
         params = {"state": q["state"]} if "state" in q else {}
@@ -238,11 +254,13 @@ def create_app(state: StravaSandboxState) -> Starlette:
             return guarded
         try:
             if grant == "authorization_code":
-                body = state.exchange_code(p.get("client_id"), p.get("client_secret"),
-                                           p.get("code"))
+                body = state.exchange_code(
+                    p.get("client_id"), p.get("client_secret"), p.get("code")
+                )
             elif grant == "refresh_token":
-                body = state.refresh(p.get("client_id"), p.get("client_secret"),
-                                     p.get("refresh_token"))
+                body = state.refresh(
+                    p.get("client_id"), p.get("client_secret"), p.get("refresh_token")
+                )
             else:
                 state.check_credentials(p.get("client_id"), p.get("client_secret"))
                 raise _bad_request("grant_type")
@@ -257,8 +275,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
             state.record_request("POST /oauth/deauthorize")
             return finish(JSONResponse(exc.body, exc.status))
         value = p.get("access_token") or _bearer(request)
-        guarded = await oauth_guard(request, "POST /oauth/deauthorize",
-                                    state.athlete_for_token(value))
+        guarded = await oauth_guard(
+            request, "POST /oauth/deauthorize", state.athlete_for_token(value)
+        )
         if guarded is not None:
             return guarded
         try:
@@ -272,8 +291,10 @@ def create_app(state: StravaSandboxState) -> Starlette:
         api_route("/api/v3/activities/{id}", "GET", activity),
         api_route("/api/v3/activities/{id}", "PUT", put_activity),
         api_route("/api/v3/activities/{id}/streams", "GET", streams),
-        *[api_route("/api/v3/{rest:path}", m, unknown_api, "/api/v3/*")
-          for m in ("GET", "POST", "PUT", "DELETE", "PATCH")],
+        *[
+            api_route("/api/v3/{rest:path}", m, unknown_api, "/api/v3/*")
+            for m in ("GET", "POST", "PUT", "DELETE", "PATCH")
+        ],
         Route("/oauth/authorize", authorize, methods=["GET"]),
         Route("/oauth/token", token, methods=["POST"]),
         Route("/oauth/deauthorize", deauthorize, methods=["POST"]),
@@ -352,10 +373,14 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
     async def add_fault(request: Request) -> Any:
         body = await _json_body(request)
         fault_id = state.inject_fault(
-            str(body["kind"]), count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"), athlete_id=body.get("athlete_id"),
-            delay=float(body.get("delay", 0.0)), status=body.get("status"),
-            activity_id=body.get("activity_id"))
+            str(body["kind"]),
+            count=int(body.get("count", 1)),
+            path_contains=body.get("path_contains"),
+            athlete_id=body.get("athlete_id"),
+            delay=float(body.get("delay", 0.0)),
+            status=body.get("status"),
+            activity_id=body.get("activity_id"),
+        )
         return {"id": fault_id}
 
     async def list_faults(request: Request) -> Any:

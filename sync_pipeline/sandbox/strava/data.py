@@ -47,30 +47,72 @@ class City:
 CITIES = (
     City("Berlin", "Berlin", "Germany", 52.52, 13.405, 3600, "Europe/Berlin", 35.0),
     City("London", "England", "United Kingdom", 51.5074, -0.1278, 0, "Europe/London", 20.0),
-    City("Amsterdam", "North Holland", "Netherlands", 52.3676, 4.9041, 3600,
-         "Europe/Amsterdam", 2.0),
+    City(
+        "Amsterdam", "North Holland", "Netherlands", 52.3676, 4.9041, 3600, "Europe/Amsterdam", 2.0
+    ),
     City("Munich", "Bavaria", "Germany", 48.1351, 11.582, 3600, "Europe/Berlin", 520.0),
     City("Lisbon", "Lisbon", "Portugal", 38.7223, -9.1393, 0, "Europe/Lisbon", 60.0),
     City("Vienna", "Vienna", "Austria", 48.2082, 16.3738, 3600, "Europe/Vienna", 190.0),
 )
 
 FIRST_NAMES = (
-    ("Anna", "F"), ("Ben", "M"), ("Clara", "F"), ("David", "M"), ("Emma", "F"),
-    ("Felix", "M"), ("Greta", "F"), ("Hugo", "M"), ("Ida", "F"), ("Jonas", "M"),
-    ("Lena", "F"), ("Max", "M"), ("Nora", "F"), ("Oskar", "M"), ("Paula", "F"),
-    ("Rafael", "M"), ("Sofia", "F"), ("Tom", "M"),
+    ("Anna", "F"),
+    ("Ben", "M"),
+    ("Clara", "F"),
+    ("David", "M"),
+    ("Emma", "F"),
+    ("Felix", "M"),
+    ("Greta", "F"),
+    ("Hugo", "M"),
+    ("Ida", "F"),
+    ("Jonas", "M"),
+    ("Lena", "F"),
+    ("Max", "M"),
+    ("Nora", "F"),
+    ("Oskar", "M"),
+    ("Paula", "F"),
+    ("Rafael", "M"),
+    ("Sofia", "F"),
+    ("Tom", "M"),
 )
 LAST_NAMES = (
-    "Meyer", "Schmidt", "Jansen", "Silva", "Taylor", "Novak", "Berger", "Costa",
-    "Fischer", "de Vries", "Wagner", "Evans", "Pereira", "Huber",
+    "Meyer",
+    "Schmidt",
+    "Jansen",
+    "Silva",
+    "Taylor",
+    "Novak",
+    "Berger",
+    "Costa",
+    "Fischer",
+    "de Vries",
+    "Wagner",
+    "Evans",
+    "Pereira",
+    "Huber",
 )
 CUSTOM_NAMES = (
-    "Easy recovery", "Tempo session", "Intervals 6x800m", "Long one by the river",
-    "Commute home", "Sunday long ride", "Hill repeats", "With the club", "Race day!",
-    "Shakeout", "Exploring new roads", "Progression run",
+    "Easy recovery",
+    "Tempo session",
+    "Intervals 6x800m",
+    "Long one by the river",
+    "Commute home",
+    "Sunday long ride",
+    "Hill repeats",
+    "With the club",
+    "Race day!",
+    "Shakeout",
+    "Exploring new roads",
+    "Progression run",
 )
-DEVICES = ("Garmin Forerunner 255", "Garmin Edge 530", "COROS PACE 3", "Apple Watch Series 9",
-           "Wahoo ELEMNT BOLT", "Strava App")
+DEVICES = (
+    "Garmin Forerunner 255",
+    "Garmin Edge 530",
+    "COROS PACE 3",
+    "Apple Watch Series 9",
+    "Wahoo ELEMNT BOLT",
+    "Strava App",
+)
 
 
 @dataclass(frozen=True)
@@ -92,15 +134,40 @@ SPORTS = (
     (0.06, SportProfile("TrailRun", "Run", "Trail Run", (2.0, 3.4), (40, 180), True, True)),
     (0.20, SportProfile("Ride", "Ride", "Ride", (5.5, 9.5), (40, 300), True, True)),
     (0.05, SportProfile("GravelRide", "Ride", "Gravel Ride", (5.0, 8.0), (60, 240), True, True)),
-    (0.03, SportProfile("MountainBikeRide", "Ride", "Mountain Bike Ride", (3.5, 6.0), (45, 200),
-                        True, True)),
+    (
+        0.03,
+        SportProfile(
+            "MountainBikeRide", "Ride", "Mountain Bike Ride", (3.5, 6.0), (45, 200), True, True
+        ),
+    ),
     (0.10, SportProfile("Walk", "Walk", "Walk", (1.2, 1.6), (20, 120), True, True)),
     (0.05, SportProfile("Hike", "Hike", "Hike", (0.9, 1.4), (60, 360), True, True)),
     (0.06, SportProfile("Swim", "Swim", "Swim", (0.6, 1.0), (20, 60), False, False)),
-    (0.06, SportProfile("VirtualRide", "VirtualRide", "Virtual Ride", (7.0, 11.0), (30, 120),
-                        False, True, trainer=True)),
-    (0.05, SportProfile("WeightTraining", "WeightTraining", "Weight Training", (0.0, 0.0),
-                        (30, 75), False, False)),
+    (
+        0.06,
+        SportProfile(
+            "VirtualRide",
+            "VirtualRide",
+            "Virtual Ride",
+            (7.0, 11.0),
+            (30, 120),
+            False,
+            True,
+            trainer=True,
+        ),
+    ),
+    (
+        0.05,
+        SportProfile(
+            "WeightTraining",
+            "WeightTraining",
+            "Weight Training",
+            (0.0, 0.0),
+            (30, 75),
+            False,
+            False,
+        ),
+    ),
 )
 
 
@@ -236,14 +303,21 @@ def make_athlete(seed: int, athlete_id: int, anchor: float) -> AthleteProfile:
     created = int(anchor) - HISTORY_DAYS * 86400 - rng.randint(30, 900) * 86400
     bikes = tuple(
         Gear(f"b{athlete_id}{k}", name, k == 0, round(rng.uniform(500_000, 9_000_000), 1))
-        for k, name in enumerate(rng.sample(["Canyon Endurace", "Trek Domane", "Cube Nuroad",
-                                             "Specialized Tarmac"], rng.randint(1, 2)))
+        for k, name in enumerate(
+            rng.sample(
+                ["Canyon Endurace", "Trek Domane", "Cube Nuroad", "Specialized Tarmac"],
+                rng.randint(1, 2),
+            )
+        )
     )
     shoes = tuple(
         Gear(f"g{athlete_id}{k}", name, k == 0, round(rng.uniform(100_000, 900_000), 1))
-        for k, name in enumerate(rng.sample(["Nike Pegasus 40", "ASICS Novablast 4",
-                                             "Hoka Clifton 9", "Saucony Endorphin"],
-                                            rng.randint(1, 2)))
+        for k, name in enumerate(
+            rng.sample(
+                ["Nike Pegasus 40", "ASICS Novablast 4", "Hoka Clifton 9", "Saucony Endorphin"],
+                rng.randint(1, 2),
+            )
+        )
     )
     return AthleteProfile(
         id=athlete_id,
@@ -306,8 +380,9 @@ def _default_name(sport: SportProfile, local_hour: int) -> str:
     return f"{part} {sport.label}"
 
 
-def make_activity(seed: int, athlete: AthleteProfile, activity_id: int,
-                  start_ts: int) -> ActivitySpec:
+def make_activity(
+    seed: int, athlete: AthleteProfile, activity_id: int, start_ts: int
+) -> ActivitySpec:
     """Generate the full description of one activity."""
     rng = rng_for(seed, "activity", activity_id)
     sport = _pick_sport(rng)
@@ -319,8 +394,7 @@ def make_activity(seed: int, athlete: AthleteProfile, activity_id: int,
     distance = round(speed * moving, 1)
     pause = 0 if manual or sport.trainer else int(moving * rng.uniform(0.0, 0.15))
     private = rng.random() < 0.08
-    visibility = "only_me" if private else ("followers_only" if rng.random() < 0.15
-                                           else "everyone")
+    visibility = "only_me" if private else ("followers_only" if rng.random() < 0.15 else "everyone")
     has_hr = (not manual) and rng.random() < 0.75
     avg_hr = round(rng.uniform(118, 162), 1) if has_hr else 0.0
     is_ride = sport.type in ("Ride", "VirtualRide")
@@ -498,7 +572,7 @@ def build_track(spec: ActivitySpec) -> Track | None:
             if size <= 0:
                 continue
             start = int(rng.integers(1, max(2, n - int(size) - 1)))
-            moving[start:start + int(size)] = False
+            moving[start : start + int(size)] = False
     x = np.linspace(0.0, 1.0, n)
     wobble = sum(
         rng.uniform(0.02, 0.07) * np.sin(2 * math.pi * rng.uniform(1, 12) * x + rng.uniform(0, 6))
@@ -558,8 +632,12 @@ def stream_data(track: Track) -> dict[str, list[Any]]:
         out["altitude"] = np.round(track.altitude, 1).tolist()
     if track.grade is not None:
         out["grade_smooth"] = np.round(track.grade, 1).tolist()
-    for key, arr in (("heartrate", track.heartrate), ("cadence", track.cadence),
-                     ("watts", track.watts), ("temp", track.temp)):
+    for key, arr in (
+        ("heartrate", track.heartrate),
+        ("cadence", track.cadence),
+        ("watts", track.watts),
+        ("temp", track.temp),
+    ):
         if arr is not None:
             out[key] = arr.astype(int).tolist()
     return out
@@ -580,7 +658,7 @@ def splits(track: Track, unit: float, has_hr: bool) -> list[dict[str, Any]]:
             continue
         dist = float(track.distance[b] - track.distance[a])
         elapsed = int(track.time[b] - track.time[a])
-        moving = int(steps[a + 1:b + 1][track.moving[a + 1:b + 1]].sum())
+        moving = int(steps[a + 1 : b + 1][track.moving[a + 1 : b + 1]].sum())
         elev = 0.0
         if track.altitude is not None:
             elev = round(float(track.altitude[b] - track.altitude[a]), 1)
@@ -596,7 +674,7 @@ def splits(track: Track, unit: float, has_hr: bool) -> list[dict[str, Any]]:
             "pace_zone": 0,
         }
         if has_hr and track.heartrate is not None:
-            split["average_heartrate"] = round(float(track.heartrate[a:b + 1].mean()), 1)
+            split["average_heartrate"] = round(float(track.heartrate[a : b + 1].mean()), 1)
         result.append(split)
     return result
 
@@ -649,8 +727,11 @@ def summary_dict(spec: ActivitySpec, overrides: dict[str, Any]) -> dict[str, Any
         "comment_count": spec.comment_count,
         "athlete_count": spec.athlete_count,
         "photo_count": 0,
-        "map": {"id": f"a{spec.id}", "summary_polyline": summary_polyline(spec),
-                "resource_state": 2},
+        "map": {
+            "id": f"a{spec.id}",
+            "summary_polyline": summary_polyline(spec),
+            "resource_state": 2,
+        },
         "trainer": bool(overrides.get("trainer", spec.sport.trainer)),
         "commute": bool(overrides.get("commute", spec.commute)),
         "manual": spec.manual,
@@ -706,8 +787,8 @@ def _laps(spec: ActivitySpec, track: Track | None, summary: dict[str, Any]) -> l
         assert track is not None
         dist = float(track.distance[b] - track.distance[a])
         elapsed = int(track.time[b] - track.time[a])
-        steps = np.diff(track.time, prepend=track.time[0])[a + 1:b + 1]
-        moving = int(steps[track.moving[a + 1:b + 1]].sum())
+        steps = np.diff(track.time, prepend=track.time[0])[a + 1 : b + 1]
+        moving = int(steps[track.moving[a + 1 : b + 1]].sum())
         start = spec.start_ts + int(track.time[a])
         lap: dict[str, Any] = {
             "id": spec.id * 100 + i + 1,
@@ -732,20 +813,22 @@ def _laps(spec: ActivitySpec, track: Track | None, summary: dict[str, Any]) -> l
         }
         if track.altitude is not None:
             lap["total_elevation_gain"] = round(
-                float(np.clip(np.diff(track.altitude[a:b + 1]), 0, None).sum()), 1)
+                float(np.clip(np.diff(track.altitude[a : b + 1]), 0, None).sum()), 1
+            )
         if spec.average_cadence:
             lap["average_cadence"] = spec.average_cadence
         if spec.sport.type in ("Ride", "VirtualRide"):
             lap["average_watts"] = spec.average_watts
         if spec.has_heartrate and track.heartrate is not None:
-            lap["average_heartrate"] = round(float(track.heartrate[a:b + 1].mean()), 1)
-            lap["max_heartrate"] = float(track.heartrate[a:b + 1].max())
+            lap["average_heartrate"] = round(float(track.heartrate[a : b + 1].mean()), 1)
+            lap["max_heartrate"] = float(track.heartrate[a : b + 1].max())
         laps.append(lap)
     return laps
 
 
-def detail_dict(spec: ActivitySpec, overrides: dict[str, Any],
-                athlete: AthleteProfile) -> dict[str, Any]:
+def detail_dict(
+    spec: ActivitySpec, overrides: dict[str, Any], athlete: AthleteProfile
+) -> dict[str, Any]:
     """DetailedActivity (resource_state 3) as returned by ``/activities/{id}``."""
     out = summary_dict(spec, overrides)
     track = build_track(spec)
@@ -758,34 +841,45 @@ def detail_dict(spec: ActivitySpec, overrides: dict[str, Any],
     }
     gear = next((g for g in (*athlete.bikes, *athlete.shoes) if g.id == spec.gear_id), None)
     has_splits = track is not None and spec.distance > 0
-    out.update({
-        "description": overrides.get("description", spec.description),
-        "calories": round(spec.moving_time / 60 * (11.0 if spec.distance else 6.0), 1),
-        "perceived_exertion": None,
-        "prefer_perceived_exertion": False,
-        "segment_efforts": [],
-        "splits_metric": splits(track, 1000.0, spec.has_heartrate)
-        if has_splits and track is not None else [],
-        "splits_standard": splits(track, 1609.34, spec.has_heartrate)
-        if has_splits and track is not None else [],
-        "laps": _laps(spec, track, out),
-        "best_efforts": [] if spec.sport.type == "Run" else None,
-        "gear": None if gear is None else {
-            "id": gear.id, "primary": gear.primary, "name": gear.name, "nickname": gear.name,
-            "resource_state": 2, "retired": False, "distance": gear.distance,
-            "converted_distance": round(gear.distance / 1000, 1),
-        },
-        "photos": {"primary": None, "count": 0},
-        "stats_visibility": [
-            {"type": t, "visibility": "everyone"}
-            for t in ("heart_rate", "pace", "power", "speed", "calories")
-        ],
-        "hide_from_home": bool(overrides.get("hide_from_home", False)),
-        "device_name": spec.device_name,
-        "embed_token": spec.embed_token,
-        "similar_activities": None,
-        "available_zones": ["heartrate"] if spec.has_heartrate else [],
-    })
+    out.update(
+        {
+            "description": overrides.get("description", spec.description),
+            "calories": round(spec.moving_time / 60 * (11.0 if spec.distance else 6.0), 1),
+            "perceived_exertion": None,
+            "prefer_perceived_exertion": False,
+            "segment_efforts": [],
+            "splits_metric": splits(track, 1000.0, spec.has_heartrate)
+            if has_splits and track is not None
+            else [],
+            "splits_standard": splits(track, 1609.34, spec.has_heartrate)
+            if has_splits and track is not None
+            else [],
+            "laps": _laps(spec, track, out),
+            "best_efforts": [] if spec.sport.type == "Run" else None,
+            "gear": None
+            if gear is None
+            else {
+                "id": gear.id,
+                "primary": gear.primary,
+                "name": gear.name,
+                "nickname": gear.name,
+                "resource_state": 2,
+                "retired": False,
+                "distance": gear.distance,
+                "converted_distance": round(gear.distance / 1000, 1),
+            },
+            "photos": {"primary": None, "count": 0},
+            "stats_visibility": [
+                {"type": t, "visibility": "everyone"}
+                for t in ("heart_rate", "pace", "power", "speed", "calories")
+            ],
+            "hide_from_home": bool(overrides.get("hide_from_home", False)),
+            "device_name": spec.device_name,
+            "embed_token": spec.embed_token,
+            "similar_activities": None,
+            "available_zones": ["heartrate"] if spec.has_heartrate else [],
+        }
+    )
     if out["best_efforts"] is None:
         del out["best_efforts"]
     return out

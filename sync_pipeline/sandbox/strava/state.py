@@ -20,10 +20,17 @@ AUTH_CODE_SECONDS = 600.0
 SAME_TOKEN_MIN_REMAINING = 3600.0
 WINDOW_15MIN = 900.0
 WINDOW_DAILY = 86400.0
-KNOWN_SCOPES = frozenset({
-    "read", "read_all", "profile:read_all", "profile:write",
-    "activity:read", "activity:read_all", "activity:write",
-})
+KNOWN_SCOPES = frozenset(
+    {
+        "read",
+        "read_all",
+        "profile:read_all",
+        "profile:write",
+        "activity:read",
+        "activity:read_all",
+        "activity:write",
+    }
+)
 FAULT_KINDS = frozenset({"5xx", "timeout", "slow", "429", "revoked", "deleted"})
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 30
@@ -31,14 +38,17 @@ DEFAULT_PER_PAGE = 30
 
 def error_body(message: str, resource: str, field_name: str, code: str) -> dict[str, Any]:
     """Strava's error envelope."""
-    return {"message": message,
-            "errors": [{"resource": resource, "field": field_name, "code": code}]}
+    return {
+        "message": message,
+        "errors": [{"resource": resource, "field": field_name, "code": code}],
+    }
 
 
 def auth_error() -> StravaApiError:
     """401 for a missing, invalid, expired or revoked access token."""
     return StravaApiError(
-        401, error_body("Authorization Error", "Athlete", "access_token", "invalid"))
+        401, error_body("Authorization Error", "Athlete", "access_token", "invalid")
+    )
 
 
 def not_found(resource: str = "Activity", field_name: str = "id") -> StravaApiError:
@@ -85,7 +95,12 @@ class ManualClock:
 
 @dataclass
 class StravaSandboxConfig:
-    """Settings of one sandbox instance; durations are divided by ``time_scale``."""
+    """Settings of one sandbox instance; durations are divided by ``time_scale``.
+
+    ``activity_counts`` maps athlete indexes (0-based, or athlete ids) to exact counts.
+    ``anchor_epoch`` pins the newest-data anchor (default: creation time).
+    ``ascending_when_after`` returns oldest-first when ``after`` is given (off by default).
+    """
 
     seed: int = 42
     athletes: int = 5
@@ -175,9 +190,15 @@ class Fault:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"id": self.id, "kind": self.kind, "remaining": self.remaining,
-                "path_contains": self.path_contains, "athlete_id": self.athlete_id,
-                "delay": self.delay, "status": self.status}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "remaining": self.remaining,
+            "path_contains": self.path_contains,
+            "athlete_id": self.athlete_id,
+            "delay": self.delay,
+            "status": self.status,
+        }
 
 
 @dataclass
@@ -198,24 +219,31 @@ def _scope_set(raw: str | None) -> frozenset[str]:
 
 def scope_string(scopes: frozenset[str]) -> str:
     """Comma-separated scopes in Strava's canonical order."""
-    order = ["read", "read_all", "profile:read_all", "profile:write", "activity:read",
-             "activity:read_all", "activity:write"]
+    order = [
+        "read",
+        "read_all",
+        "profile:read_all",
+        "profile:write",
+        "activity:read",
+        "activity:read_all",
+        "activity:write",
+    ]
     return ",".join(s for s in order if s in scopes)
 
 
 class StravaSandboxState:
     """Everything the sandbox knows; all public methods are thread-safe."""
 
-    def __init__(self, config: StravaSandboxConfig | None = None,
-                 now: Clock | None = None) -> None:
+    def __init__(self, config: StravaSandboxConfig | None = None, now: Clock | None = None) -> None:
         self.config = config or StravaSandboxConfig()
         if self.config.time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.now: Clock = now or time.time
         self._offset = 0.0
         self._lock = threading.RLock()
-        self.anchor = float(self.config.anchor_epoch if self.config.anchor_epoch is not None
-                            else self.time())
+        self.anchor = float(
+            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
+        )
         self._athletes: dict[int, AthleteRecord] = {}
         self._activities: dict[int, ActivityRecord] = {}
         self._access: dict[str, AccessToken] = {}
@@ -253,8 +281,9 @@ class StravaSandboxState:
         if count < 0:
             raise ValueError("activity count must be >= 0")
         profile = data.make_athlete(self.config.seed, athlete_id, self.anchor)
-        starts = data.generate_start_times(self.config.seed, athlete_id, count, self.anchor,
-                                           profile.city)
+        starts = data.generate_start_times(
+            self.config.seed, athlete_id, count, self.anchor, profile.city
+        )
         record = AthleteRecord(profile, [], 1)
         self._athletes[athlete_id] = record
         for start in starts:
@@ -262,8 +291,7 @@ class StravaSandboxState:
 
     def _append_activity(self, record: AthleteRecord, start_ts: int) -> ActivityRecord:
         athlete_id = record.profile.id
-        activity = ActivityRecord(athlete_id * 10_000_000 + record.next_index, athlete_id,
-                                  start_ts)
+        activity = ActivityRecord(athlete_id * 10_000_000 + record.next_index, athlete_id, start_ts)
         record.next_index += 1
         record.activities.append(activity)
         self._activities[activity.id] = activity
@@ -272,8 +300,9 @@ class StravaSandboxState:
     def _spec(self, activity: ActivityRecord) -> data.ActivitySpec:
         if activity.spec is None:
             athlete = self._athletes[activity.athlete_id].profile
-            activity.spec = data.make_activity(self.config.seed, athlete, activity.id,
-                                               activity.start_ts)
+            activity.spec = data.make_activity(
+                self.config.seed, athlete, activity.id, activity.start_ts
+            )
         return activity.spec
 
     def _athlete(self, athlete_id: int) -> AthleteRecord:
@@ -304,10 +333,13 @@ class StravaSandboxState:
         """Control view of all athletes."""
         with self._lock:
             return [
-                {"id": r.profile.id, "firstname": r.profile.firstname,
-                 "lastname": r.profile.lastname,
-                 "activity_count": sum(1 for a in r.activities if not a.deleted),
-                 "authorized": r.profile.id in self._grants}
+                {
+                    "id": r.profile.id,
+                    "firstname": r.profile.firstname,
+                    "lastname": r.profile.lastname,
+                    "activity_count": sum(1 for a in r.activities if not a.deleted),
+                    "authorized": r.profile.id in self._grants,
+                }
                 for _, r in sorted(self._athletes.items())
             ]
 
@@ -315,8 +347,11 @@ class StravaSandboxState:
         """Ids of an athlete's live activities, newest first."""
         with self._lock:
             record = self._athlete(athlete_id)
-            return [a.id for a in reversed(record.activities) if not a.deleted
-                    and (include_private or not self._is_private(a))]
+            return [
+                a.id
+                for a in reversed(record.activities)
+                if not a.deleted and (include_private or not self._is_private(a))
+            ]
 
     def activity_start(self, activity_id: int) -> int:
         """Start time (epoch seconds) of a live activity."""
@@ -337,8 +372,9 @@ class StravaSandboxState:
                 starts = [s + shift for s in starts]
             return [self._append_activity(record, s).id for s in starts]
 
-    def update_activity(self, activity_id: int, name: str | None = None,
-                        private: bool | None = None, **fields: Any) -> dict[str, Any]:
+    def update_activity(
+        self, activity_id: int, name: str | None = None, private: bool | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Edit an activity (name, private, description, commute, trainer, hide_from_home)."""
         allowed = {"description", "commute", "trainer", "hide_from_home"}
         extra = set(fields) - allowed
@@ -369,32 +405,73 @@ class StravaSandboxState:
             grant_time = self.anchor
         pic = f"https://dgalywyr863hv.cloudfront.net/pictures/athletes/{p.id}/{p.id}"
         out: dict[str, Any] = {
-            "id": p.id, "username": p.username, "resource_state": 3 if detailed else 2,
-            "firstname": p.firstname, "lastname": p.lastname, "bio": "",
-            "city": p.city.name, "state": p.city.state, "country": p.city.country,
-            "sex": p.sex, "premium": p.premium, "summit": p.premium,
-            "created_at": data.iso_z(p.created_ts), "updated_at": data.iso_z(grant_time),
-            "badge_type_id": 1 if p.premium else 0, "weight": p.weight,
-            "profile_medium": f"{pic}/2/medium.jpg", "profile": f"{pic}/2/large.jpg",
-            "friend": None, "follower": None,
+            "id": p.id,
+            "username": p.username,
+            "resource_state": 3 if detailed else 2,
+            "firstname": p.firstname,
+            "lastname": p.lastname,
+            "bio": "",
+            "city": p.city.name,
+            "state": p.city.state,
+            "country": p.city.country,
+            "sex": p.sex,
+            "premium": p.premium,
+            "summit": p.premium,
+            "created_at": data.iso_z(p.created_ts),
+            "updated_at": data.iso_z(grant_time),
+            "badge_type_id": 1 if p.premium else 0,
+            "weight": p.weight,
+            "profile_medium": f"{pic}/2/medium.jpg",
+            "profile": f"{pic}/2/large.jpg",
+            "friend": None,
+            "follower": None,
         }
         if detailed:
-            out.update({
-                "blocked": False, "can_follow": True,
-                "follower_count": p.follower_count, "friend_count": p.friend_count,
-                "mutual_friend_count": 0, "athlete_type": 0, "date_preference": "%m/%d/%Y",
-                "measurement_preference": "meters", "clubs": [], "postable_clubs_count": 0,
-                "ftp": p.ftp,
-                "bikes": [{"id": g.id, "primary": g.primary, "name": g.name,
-                           "resource_state": 2, "distance": g.distance} for g in p.bikes],
-                "shoes": [{"id": g.id, "primary": g.primary, "name": g.name,
-                           "resource_state": 2, "distance": g.distance} for g in p.shoes],
-            })
+            out.update(
+                {
+                    "blocked": False,
+                    "can_follow": True,
+                    "follower_count": p.follower_count,
+                    "friend_count": p.friend_count,
+                    "mutual_friend_count": 0,
+                    "athlete_type": 0,
+                    "date_preference": "%m/%d/%Y",
+                    "measurement_preference": "meters",
+                    "clubs": [],
+                    "postable_clubs_count": 0,
+                    "ftp": p.ftp,
+                    "bikes": [
+                        {
+                            "id": g.id,
+                            "primary": g.primary,
+                            "name": g.name,
+                            "resource_state": 2,
+                            "distance": g.distance,
+                        }
+                        for g in p.bikes
+                    ],
+                    "shoes": [
+                        {
+                            "id": g.id,
+                            "primary": g.primary,
+                            "name": g.name,
+                            "resource_state": 2,
+                            "distance": g.distance,
+                        }
+                        for g in p.shoes
+                    ],
+                }
+            )
         return out
 
-    def list_activities(self, token: AccessToken, before: int | None = None,
-                        after: int | None = None, page: int = 1,
-                        per_page: int = DEFAULT_PER_PAGE) -> list[dict[str, Any]]:
+    def list_activities(
+        self,
+        token: AccessToken,
+        before: int | None = None,
+        after: int | None = None,
+        page: int = 1,
+        per_page: int = DEFAULT_PER_PAGE,
+    ) -> list[dict[str, Any]]:
         """``GET /athlete/activities`` for the token's athlete."""
         require_scope(token, "activity:read")
         page = max(1, page)
@@ -402,13 +479,17 @@ class StravaSandboxState:
         show_private = "activity:read_all" in token.scopes
         with self._lock:
             record = self._athlete(token.athlete_id)
-            rows = [a for a in record.activities if not a.deleted
-                    and (before is None or a.start_ts < before)
-                    and (after is None or a.start_ts > after)
-                    and (show_private or not self._is_private(a))]
+            rows = [
+                a
+                for a in record.activities
+                if not a.deleted
+                and (before is None or a.start_ts < before)
+                and (after is None or a.start_ts > after)
+                and (show_private or not self._is_private(a))
+            ]
             if not (self.config.ascending_when_after and after is not None):
                 rows.reverse()
-            chosen = rows[(page - 1) * per_page: page * per_page]
+            chosen = rows[(page - 1) * per_page : page * per_page]
             return [data.summary_dict(self._spec(a), a.overrides) for a in chosen]
 
     def _visible_activity(self, token: AccessToken, activity_id: int) -> ActivityRecord:
@@ -429,8 +510,9 @@ class StravaSandboxState:
             athlete = self._athletes[activity.athlete_id].profile
         return data.detail_dict(spec, overrides, athlete)
 
-    def get_streams(self, token: AccessToken, activity_id: int,
-                    keys: list[str] | None) -> dict[str, list[Any]]:
+    def get_streams(
+        self, token: AccessToken, activity_id: int, keys: list[str] | None
+    ) -> dict[str, list[Any]]:
         """Available requested streams (plus ``distance``) of an activity."""
         with self._lock:
             spec = self._spec(self._visible_activity(token, activity_id))
@@ -443,83 +525,108 @@ class StravaSandboxState:
             wanted.append("distance")
         return {k: streams[k] for k in dict.fromkeys(wanted)}
 
-    def put_activity(self, token: AccessToken, activity_id: int,
-                     changes: dict[str, Any]) -> dict[str, Any]:
+    def put_activity(
+        self, token: AccessToken, activity_id: int, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         """``PUT /activities/{id}`` (UpdatableActivity; needs activity:write)."""
         require_scope(token, "activity:write")
         with self._lock:
             self._visible_activity(token, activity_id)
-            fields = {k: changes[k] for k in ("description", "commute", "trainer",
-                                              "hide_from_home") if k in changes}
-            self.update_activity(activity_id, name=changes.get("name"),
-                                 private=changes.get("private"), **fields)
+            fields = {
+                k: changes[k]
+                for k in ("description", "commute", "trainer", "hide_from_home")
+                if k in changes
+            }
+            self.update_activity(
+                activity_id, name=changes.get("name"), private=changes.get("private"), **fields
+            )
         return self.get_activity(token, activity_id)
 
     # ------------------------------------------------------------------ OAuth
     def check_client(self, client_id: str | None) -> None:
         """Raise 400 unless ``client_id`` is this application's."""
         if client_id != self.config.client_id:
-            raise StravaApiError(400, error_body("Bad Request", "Application", "client_id",
-                                                 "invalid"))
+            raise StravaApiError(
+                400, error_body("Bad Request", "Application", "client_id", "invalid")
+            )
 
-    def authorize(self, client_id: str | None, redirect_uri: str | None,
-                  response_type: str | None, scope: str | None,
-                  athlete_id: int | None = None) -> tuple[str, frozenset[str]]:
+    def authorize(
+        self,
+        client_id: str | None,
+        redirect_uri: str | None,
+        response_type: str | None,
+        scope: str | None,
+        athlete_id: int | None = None,
+    ) -> tuple[str, frozenset[str]]:
         """Consent step: validate and return ``(code, accepted_scopes)``."""
         self.check_client(client_id)
         if not redirect_uri:
-            raise StravaApiError(400, error_body("Bad Request", "Application", "redirect_uri",
-                                                 "invalid"))
+            raise StravaApiError(
+                400, error_body("Bad Request", "Application", "redirect_uri", "invalid")
+            )
         host = urlsplit(redirect_uri).hostname or ""
         domain = self.config.callback_domain
-        if domain and host not in ("localhost", "127.0.0.1") and not (
-                host == domain or host.endswith("." + domain)):
-            raise StravaApiError(400, error_body("Bad Request", "Application", "redirect_uri",
-                                                 "invalid"))
+        if (
+            domain
+            and host not in ("localhost", "127.0.0.1")
+            and not (host == domain or host.endswith("." + domain))
+        ):
+            raise StravaApiError(
+                400, error_body("Bad Request", "Application", "redirect_uri", "invalid")
+            )
         if response_type != "code":
-            raise StravaApiError(400, error_body("Bad Request", "Application", "response_type",
-                                                 "invalid"))
+            raise StravaApiError(
+                400, error_body("Bad Request", "Application", "response_type", "invalid")
+            )
         scopes = _scope_set(scope)
         with self._lock:
             if athlete_id is None:
                 pending = [a for a in sorted(self._athletes) if a not in self._grants]
                 athlete_id = pending[0] if pending else min(self._athletes)
             elif athlete_id not in self._athletes:
-                raise StravaApiError(400, error_body("Bad Request", "Athlete",
-                                                     "sandbox_athlete_id", "invalid"))
+                raise StravaApiError(
+                    400, error_body("Bad Request", "Athlete", "sandbox_athlete_id", "invalid")
+                )
             code = secrets.token_hex(20)
-            self._codes[code] = AuthCode(code, athlete_id, scopes,
-                                         self.time() + self.config.scaled(AUTH_CODE_SECONDS))
+            self._codes[code] = AuthCode(
+                code, athlete_id, scopes, self.time() + self.config.scaled(AUTH_CODE_SECONDS)
+            )
             return code, scopes
 
     def _new_access(self, athlete_id: int, scopes: frozenset[str]) -> AccessToken:
         lifetime = self.config.scaled(ACCESS_TOKEN_SECONDS)
-        token = AccessToken(secrets.token_hex(20), athlete_id, scopes,
-                            int(self.time() + lifetime))
+        token = AccessToken(secrets.token_hex(20), athlete_id, scopes, int(self.time() + lifetime))
         self._access[token.token] = token
         return token
 
     def _token_response(self, access: AccessToken, refresh: str) -> dict[str, Any]:
-        return {"token_type": "Bearer", "expires_at": access.expires_at,
-                "expires_in": max(0, int(access.expires_at - self.time())),
-                "refresh_token": refresh, "access_token": access.token}
+        return {
+            "token_type": "Bearer",
+            "expires_at": access.expires_at,
+            "expires_in": max(0, int(access.expires_at - self.time())),
+            "refresh_token": refresh,
+            "access_token": access.token,
+        }
 
     def check_credentials(self, client_id: str | None, client_secret: str | None) -> None:
         """Raise 400 for an unknown client id, 401 for a wrong secret."""
         self.check_client(client_id)
         if client_secret != self.config.client_secret:
-            raise StravaApiError(401, error_body("Bad Request", "Application", "client_secret",
-                                                 "invalid"))
+            raise StravaApiError(
+                401, error_body("Bad Request", "Application", "client_secret", "invalid")
+            )
 
-    def exchange_code(self, client_id: str | None, client_secret: str | None,
-                      code: str | None) -> dict[str, Any]:
+    def exchange_code(
+        self, client_id: str | None, client_secret: str | None, code: str | None
+    ) -> dict[str, Any]:
         """``grant_type=authorization_code``."""
         with self._lock:
             self.check_credentials(client_id, client_secret)
             auth = self._codes.get(code or "")
             if auth is None or auth.used or self.time() >= auth.expires_at:
-                raise StravaApiError(400, error_body("Bad Request", "AuthorizationCode", "code",
-                                                     "invalid"))
+                raise StravaApiError(
+                    400, error_body("Bad Request", "AuthorizationCode", "code", "invalid")
+                )
             auth.used = True
             result = self._issue_grant(auth.athlete_id, auth.scopes)
         result["athlete"] = self.athlete_json(auth.athlete_id)
@@ -535,8 +642,9 @@ class StravaSandboxState:
         self._grants[athlete_id] = Grant(athlete_id, scopes, refresh, access.token)
         return self._token_response(access, refresh)
 
-    def issue_tokens(self, athlete_id: int, scope: str = "read,activity:read_all"
-                     ) -> dict[str, Any]:
+    def issue_tokens(
+        self, athlete_id: int, scope: str = "read,activity:read_all"
+    ) -> dict[str, Any]:
         """Shortcut for tests: authorize + exchange in one call (token response)."""
         with self._lock:
             self._athlete(athlete_id)
@@ -544,21 +652,29 @@ class StravaSandboxState:
         result["athlete"] = self.athlete_json(athlete_id)
         return result
 
-    def refresh(self, client_id: str | None, client_secret: str | None,
-                refresh_token: str | None) -> dict[str, Any]:
+    def refresh(
+        self, client_id: str | None, client_secret: str | None, refresh_token: str | None
+    ) -> dict[str, Any]:
         """``grant_type=refresh_token``: rotate the refresh token."""
         with self._lock:
             self.check_credentials(client_id, client_secret)
             athlete_id = self._refresh.pop(refresh_token or "", None)
             if athlete_id is None:
-                raise StravaApiError(400, error_body("Bad Request", "RefreshToken",
-                                                     "refresh_token", "invalid"))
+                raise StravaApiError(
+                    400, error_body("Bad Request", "RefreshToken", "refresh_token", "invalid")
+                )
             grant = self._grants[athlete_id]
             current = self._access.get(grant.access_token)
-            keep = (current is not None and not current.revoked and current.expires_at
-                    - self.time() > self.config.scaled(SAME_TOKEN_MIN_REMAINING))
-            access = current if keep and current is not None else self._new_access(
-                athlete_id, grant.scopes)
+            keep = (
+                current is not None
+                and not current.revoked
+                and current.expires_at - self.time() > self.config.scaled(SAME_TOKEN_MIN_REMAINING)
+            )
+            access = (
+                current
+                if keep and current is not None
+                else self._new_access(athlete_id, grant.scopes)
+            )
             new_refresh = secrets.token_hex(20)
             self._refresh[new_refresh] = athlete_id
             grant.refresh_token = new_refresh
@@ -628,10 +744,12 @@ class StravaSandboxState:
         """Current usage in the running windows."""
         with self._lock:
             now = self.time()
-            return {"overall_15min": self._peek("overall_15min", WINDOW_15MIN, now),
-                    "overall_daily": self._peek("overall_daily", WINDOW_DAILY, now),
-                    "read_15min": self._peek("read_15min", WINDOW_15MIN, now),
-                    "read_daily": self._peek("read_daily", WINDOW_DAILY, now)}
+            return {
+                "overall_15min": self._peek("overall_15min", WINDOW_15MIN, now),
+                "overall_daily": self._peek("overall_daily", WINDOW_DAILY, now),
+                "read_15min": self._peek("read_15min", WINDOW_15MIN, now),
+                "read_daily": self._peek("read_daily", WINDOW_DAILY, now),
+            }
 
     def rate_headers(self) -> dict[str, str]:
         """The four X-RateLimit headers for the current usage."""
@@ -664,9 +782,16 @@ class StravaSandboxState:
             self._usage_windows.clear()
 
     # ----------------------------------------------------------------- faults
-    def inject_fault(self, kind: str, count: int = 1, path_contains: str | None = None,
-                     athlete_id: int | None = None, delay: float = 0.0,
-                     status: int | None = None, activity_id: int | None = None) -> int | None:
+    def inject_fault(
+        self,
+        kind: str,
+        count: int = 1,
+        path_contains: str | None = None,
+        athlete_id: int | None = None,
+        delay: float = 0.0,
+        status: int | None = None,
+        activity_id: int | None = None,
+    ) -> int | None:
         """Inject a fault; ``revoked``/``deleted`` apply at once, others fire ``count`` times."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -686,8 +811,9 @@ class StravaSandboxState:
             raise ValueError("count must be >= 1")
         with self._lock:
             self._fault_seq += 1
-            self._faults.append(Fault(self._fault_seq, kind, count, path_contains, athlete_id,
-                                      delay, status))
+            self._faults.append(
+                Fault(self._fault_seq, kind, count, path_contains, athlete_id, delay, status)
+            )
             return self._fault_seq
 
     def take_fault(self, path: str, athlete_id: int | None) -> Fault | None:
@@ -701,8 +827,15 @@ class StravaSandboxState:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
-                return Fault(fault.id, fault.kind, 1, fault.path_contains, fault.athlete_id,
-                             fault.delay, fault.status)
+                return Fault(
+                    fault.id,
+                    fault.kind,
+                    1,
+                    fault.path_contains,
+                    fault.athlete_id,
+                    fault.delay,
+                    fault.status,
+                )
             return None
 
     def list_faults(self) -> list[dict[str, Any]]:
@@ -734,12 +867,14 @@ class StravaSandboxState:
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset, plus current usage."""
         with self._lock:
-            return {"requests_total": self._requests_total,
-                    "requests_by_endpoint": dict(self._stats_requests),
-                    "responses_by_status": dict(self._stats_status),
-                    "rate_limited": self._rate_limited,
-                    "usage": self.usage(),
-                    "refreshes": self._refreshes}
+            return {
+                "requests_total": self._requests_total,
+                "requests_by_endpoint": dict(self._stats_requests),
+                "responses_by_status": dict(self._stats_status),
+                "rate_limited": self._rate_limited,
+                "usage": self.usage(),
+                "refreshes": self._refreshes,
+            }
 
     def reset_stats(self) -> None:
         """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
@@ -753,8 +888,11 @@ class StravaSandboxState:
 
 def require_scope(token: AccessToken, scope: str) -> None:
     """Raise Strava's 401 if ``token`` lacks ``scope`` (``*:read_all`` implies ``*:read``)."""
-    implied = {"activity:read": {"activity:read", "activity:read_all"},
-               "read": {"read", "read_all"}}.get(scope, {scope})
+    implied = {
+        "activity:read": {"activity:read", "activity:read_all"},
+        "read": {"read", "read_all"},
+    }.get(scope, {scope})
     if not token.scopes & implied:
-        raise StravaApiError(401, error_body("Authorization Error", "AccessToken",
-                                             f"{scope}_permission", "missing"))
+        raise StravaApiError(
+            401, error_body("Authorization Error", "AccessToken", f"{scope}_permission", "missing")
+        )
