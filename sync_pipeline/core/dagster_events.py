@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import dagster as dg
 
 from sync_pipeline.core.errors import PermanentError, TransientError
+from sync_pipeline.core.priorities import SOURCE_TAG
 
 RETRY_POLICY = dg.RetryPolicy(
     max_retries=3,
@@ -26,6 +27,34 @@ def run_is_finished(instance: dg.DagsterInstance) -> Callable[[str], bool]:
         return run is None or run.is_finished
 
     return dead
+
+
+def forget_partitions(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, source: str, keys: list[str]
+) -> int:
+    """Remove what Dagster remembers of partitions whose user disconnected.
+
+    Deleting a dynamic partition keeps its materializations. Storages that support it wipe
+    them; the OSS SQLite and PostgreSQL event logs do not, so the single-partition runs of
+    those keys are deleted instead (with their event logs). Materializations logged by batch
+    runs, which hold counts only, stay until those runs age out (see cleanup). Returns the
+    number of runs deleted.
+    """
+    try:
+        instance.wipe_asset_partitions(asset_key, keys)
+        return 0
+    except NotImplementedError:
+        pass
+    deleted = 0
+    for key in keys:
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/partition": key, SOURCE_TAG: source})
+        )
+        for record in records:
+            if record.dagster_run.is_finished:
+                instance.delete_run(record.dagster_run.run_id)
+                deleted += 1
+    return deleted
 
 
 class Outcome(Protocol):

@@ -6,6 +6,7 @@ from collections import defaultdict
 import dagster as dg
 
 from sync_pipeline.core import priorities
+from sync_pipeline.core.dagster_events import forget_partitions
 from sync_pipeline.defs.strava.assets import (
     STRAVA_ACTIVITIES,
     strava_athlete_sync,
@@ -35,8 +36,8 @@ def strava_athletes_sensor(
     if not added and not removed:
         return dg.SkipReason(f"{len(existing)} athletes, none connected or disconnected")
     if removed:
-        # Deleting a dynamic partition keeps its materializations: wipe them explicitly.
-        context.instance.wipe_asset_partitions(STRAVA_ACTIVITIES, removed)
+        # Deleting a dynamic partition keeps its materializations: forget them explicitly.
+        forget_partitions(context.instance, STRAVA_ACTIVITIES, SOURCE, removed)
     requests = [] if not added else [strava_athletes.build_add_request(added)]
     if removed:
         requests.append(strava_athletes.build_delete_request(removed))

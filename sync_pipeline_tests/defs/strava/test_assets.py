@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
+from sync_pipeline.core import priorities
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, SyncState
 from sync_pipeline.defs.strava.assets import strava_activities
@@ -29,6 +30,7 @@ def materialize(
         resources={"strava": strava},
         instance=instance,
         run_config={"ops": {"strava_activities": {"config": {"full": full}}}},
+        tags=priorities.run_tags(priorities.MANUAL, "strava", "test"),
         raise_on_error=False,
     )
 

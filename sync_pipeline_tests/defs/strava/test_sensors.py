@@ -1,0 +1,175 @@
+"""Strava sensors and schedules, evaluated as functions against a test instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from sync_pipeline.core import priorities
+from sync_pipeline.core.models import utcnow
+from sync_pipeline.defs.strava import schedules
+from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES, strava_sweep_job
+from sync_pipeline.defs.strava.athletes import disconnect
+from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.defs.strava.sensors import (
+    strava_athletes_sensor,
+    strava_parked_sensor,
+    strava_retry_sensor,
+)
+from sync_pipeline.defs.strava.sync import SOURCE
+from sync_pipeline_tests.conftest import Sandbox, connect
+
+
+def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """Apply a sensor's partition requests the way the daemon does."""
+    for req in result.dynamic_partitions_requests or []:
+        if isinstance(req, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        else:
+            for key in req.partition_keys:
+                instance.delete_dynamic_partition(req.partitions_def_name, key)
+
+
+def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, strava: StravaResource):  # type: ignore[no-untyped-def]
+    with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
+        return sensor(ctx)
+
+
+def test_partition_sensor_adds_and_removes_athletes(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    a, b = connect(strava, sandbox, 2), connect(strava, sandbox, 0)
+
+    result = tick(strava_athletes_sensor, instance, strava)
+
+    assert isinstance(result, dg.SensorResult)
+    [add] = result.dynamic_partitions_requests or []
+    assert isinstance(add, dg.AddDynamicPartitionsRequest)
+    assert list(add.partition_keys) == [str(a), str(b)]
+    assert [(r.partition_key, r.run_key) for r in result.run_requests or []] == [
+        (str(a), f"first-sync-{a}"),
+        (str(b), f"first-sync-{b}"),
+    ]
+    first = (result.run_requests or [])[0]
+    assert first.tags[priorities.PRIORITY_TAG] == str(priorities.NEW_USER)
+    assert first.run_config["ops"]["strava_activities"]["config"]["full"] is True
+    apply(instance, result)
+
+    assert isinstance(tick(strava_athletes_sensor, instance, strava), dg.SkipReason)
+
+    # `a` was synced by a single-partition run; disconnecting removes the partition and
+    # what Dagster remembers of it.
+    from sync_pipeline_tests.defs.strava.test_assets import materialize
+
+    assert materialize(instance, strava, a).success
+    assert disconnect(strava, a)
+    result = tick(strava_athletes_sensor, instance, strava)
+    assert isinstance(result, dg.SensorResult)
+    [delete] = result.dynamic_partitions_requests or []
+    assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
+    assert list(delete.partition_keys) == [str(a)]
+    assert not result.run_requests
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=STRAVA_ACTIVITIES, asset_partitions=[str(a)]), limit=10
+    ).records
+    assert records == []
+    apply(instance, result)
+    assert instance.get_dynamic_partitions("strava_athletes") == [str(b)]
+
+
+def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    good1, bad, good2 = (connect(strava, sandbox, n) for n in (3, 4, 5))
+    apply(instance, tick(strava_athletes_sensor, instance, strava))
+    sandbox.state.inject_fault("revoked", athlete_id=bad)
+
+    result = strava_sweep_job.execute_in_process(
+        run_config={"ops": {"strava_sweep": {"config": {"mode": "full"}}}},
+        resources={"strava": strava},
+        instance=instance,
+    )
+
+    assert result.success  # one athlete failing never fails the others
+    mats = result.asset_materializations_for_node("strava_sweep")
+    assert sorted(m.partition for m in mats if m.partition) == sorted([str(good1), str(good2)])
+    obs = [
+        e.event_specific_data.asset_observation  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert [o.partition for o in obs] == [str(bad)]
+    assert obs[0].metadata["error_class"].value == "needs_reconnect"
+
+    retry = tick(strava_retry_sensor, instance, strava)
+    assert isinstance(retry, dg.SensorResult)
+    [req] = retry.run_requests or []
+    assert req.partition_key == str(bad)
+    assert req.run_key == f"retry-{bad}-1"
+    assert req.tags[priorities.PRIORITY_TAG] == str(priorities.RETRY)
+
+    # The sweep skips athletes who must reconnect: no API call for them next time.
+    sandbox.state.reset_stats()
+    strava_sweep_job.execute_in_process(resources={"strava": strava}, instance=instance)
+    assert (
+        sandbox.state.stats()["requests_by_endpoint"].get("GET /api/v3/athlete/activities", 0) == 2
+    )
+
+
+def test_parked_sensor_requests_due_work(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    a, b = connect(strava, sandbox, 1), connect(strava, sandbox, 1)
+    cp = strava.app_db.checkpoints(SOURCE)
+    for key in (a, b):
+        cp.claim(str(key), "t", dt.timedelta(minutes=1))
+        cp.release(str(key), "t")
+    cp.park(str(a), until=utcnow() - dt.timedelta(seconds=1), reason="budget", mode="full")
+    cp.park(str(b), until=utcnow() + dt.timedelta(minutes=10), reason="budget", mode="full")
+
+    result = tick(strava_parked_sensor, instance, strava)
+
+    assert isinstance(result, dg.SensorResult)
+    [req] = result.run_requests or []
+    assert req.run_config["ops"]["strava_sweep"]["config"] == {"mode": "full", "athletes": [a]}
+    again = tick(strava_parked_sensor, instance, strava)
+    assert isinstance(again, dg.SensorResult)
+    assert (again.run_requests or [])[0].run_key == req.run_key  # deduplicated by Dagster
+
+
+@pytest.mark.parametrize(("athletes", "batch", "shards"), [(0, 500, 0), (3, 500, 1), (5, 2, 3)])
+def test_sweep_schedules_shard_athletes(
+    instance: dg.DagsterInstance,
+    strava: StravaResource,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    athletes: int,
+    batch: int,
+    shards: int,
+) -> None:
+    for _ in range(athletes):
+        connect(strava, sandbox, 0)
+    monkeypatch.setattr(schedules, "SWEEP_BATCH", batch)
+    when = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources={"strava": strava}
+    ) as ctx:
+        result = schedules.strava_weekly_full_sync(ctx)
+
+    if shards == 0:
+        assert isinstance(result, dg.SkipReason)
+        return
+    assert isinstance(result, list)
+    assert [r.run_config["ops"]["strava_sweep"]["config"] for r in result] == [
+        {"mode": "full", "shard": i, "shards": shards} for i in range(shards)
+    ]
+    assert {r.tags[priorities.PRIORITY_TAG] for r in result} == {str(priorities.BATCH)}
+    assert len({r.run_key for r in result}) == shards
+
+
+def test_schedule_cadences() -> None:
+    assert schedules.strava_weekly_full_sync.cron_schedule == "0 2 * * 1"
+    assert schedules.strava_weekly_full_sync.execution_timezone == "UTC"
+    assert schedules.strava_incremental_sync.cron_schedule == "0 */6 * * *"
