@@ -335,6 +335,10 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
         client_secret=s.strava_client_secret,
     )
     child: subprocess.Popen[bytes] | None = None
+    # Ctrl-C and SIGTERM both shut everything down cleanly, even when this process was
+    # started with SIGINT ignored (background jobs, some supervisors).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         strava = context.strava(s)
         from sync_pipeline.defs.strava.athletes import connected_athlete_ids
@@ -362,8 +366,12 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
                 "-p",
                 str(port),
             ],
-            cwd=context.PROJECT_ROOT,
-            env={**os.environ, "DAGSTER_HOME": str(s.dagster_home)},
+            cwd=s.home,
+            env={
+                **os.environ,
+                "DAGSTER_HOME": str(s.dagster_home),
+                "PYTHONWARNINGS": "ignore::dagster.SupersessionWarning",
+            },
         )
         child.wait()
     except KeyboardInterrupt:
@@ -377,6 +385,10 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
                 child.terminate()
                 child.wait(timeout=10)
         server.stop()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
