@@ -254,7 +254,7 @@ def sync_strava(
             )
         prio = priorities.MANUAL if priority is None else priority
         tags = {**priorities.run_tags(prio, "strava", "cli"), "dagster/partition": str(athlete_id)}
-        run_config = {"ops": {"strava_activities": {"config": {"full": full}}}}
+        run_config: dict[str, Any] = {"ops": {"strava_activities": {"config": {"full": full}}}}
         with dg.DagsterInstance.get() as instance:
             name = strava_athletes.name or ""
             if not instance.has_dynamic_partition(name, str(athlete_id)):
@@ -279,7 +279,7 @@ def sync_strava(
     prio = priorities.BATCH if priority is None else priority
     shards = math.ceil(n / SWEEP_BATCH)
     for shard in range(shards):
-        cfg = {"mode": mode, "shard": shard, "shards": shards}
+        cfg: dict[str, object] = {"mode": mode, "shard": shard, "shards": shards}
         run_config = {"ops": {"strava_sweep": {"config": cfg}}}
         tags = priorities.run_tags(prio, "strava", "cli")
         if direct:

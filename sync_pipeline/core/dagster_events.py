@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import dagster as dg
 
 from sync_pipeline.core.errors import PermanentError, TransientError
+from sync_pipeline.core.http import TransientHttpError
 from sync_pipeline.core.priorities import SOURCE_TAG
 
 RETRY_POLICY = dg.RetryPolicy(
@@ -91,6 +92,11 @@ def single_partition_events(
         yield dg.AssetObservation(asset_key=asset_key, partition=outcome.partition_key, metadata=md)
         return
     exc = outcome.exception
+    if isinstance(exc, TransientHttpError) and exc.retry_after is not None:
+        # The provider said when to come back: wait that long, not the policy's backoff.
+        raise dg.RetryRequested(
+            max_retries=RETRY_POLICY.max_retries, seconds_to_wait=min(exc.retry_after, 300.0)
+        ) from exc
     if isinstance(exc, TransientError) or (exc is not None and not isinstance(exc, PermanentError)):
         raise exc
     raise dg.Failure(

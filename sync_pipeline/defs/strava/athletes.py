@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.errors import AuthRevokedError, ConfigError, SyncError
@@ -182,7 +182,7 @@ def disconnect(strava: StravaResource, athlete_id: int, *, revoke: bool = True) 
         athlete = s.get(Athlete, athlete_id)
         if athlete is None:
             return False
-        s.execute(StravaActivity.__table__.delete().where(StravaActivity.athlete_id == athlete_id))
+        s.execute(delete(StravaActivity).where(StravaActivity.athlete_id == athlete_id))
         state = s.get(SyncState, (SOURCE, str(athlete_id)))
         if state is not None:
             s.delete(state)

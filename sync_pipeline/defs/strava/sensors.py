@@ -38,7 +38,9 @@ def strava_athletes_sensor(
     if removed:
         # Deleting a dynamic partition keeps its materializations: forget them explicitly.
         forget_partitions(context.instance, STRAVA_ACTIVITIES, SOURCE, removed)
-    requests = [] if not added else [strava_athletes.build_add_request(added)]
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+    if added:
+        requests.append(strava_athletes.build_add_request(added))
     if removed:
         requests.append(strava_athletes.build_delete_request(removed))
     return dg.SensorResult(
@@ -94,18 +96,19 @@ def strava_parked_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Re-requests syncs parked on a spent rate budget once its window has reset."""
     due = strava.app_db.checkpoints(SOURCE).parked_due()
-    by_mode: dict[str, list[int]] = defaultdict(list)
+    by_mode: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for st in due:
-        by_mode[st.pending_mode or "incremental"].append(int(st.partition_key))
+        by_mode[st.pending_mode or "incremental"].append(
+            (int(st.partition_key), str(st.blocked_until))
+        )
     requests = []
-    for mode, ids in sorted(by_mode.items()):
-        ids.sort()
-        for i in range(0, len(ids), SWEEP_BATCH):
-            batch = ids[i : i + SWEEP_BATCH]
-            digest = hashlib.sha1(
-                ",".join(map(str, batch)).encode()
-                + str(max(st.blocked_until for st in due)).encode()
-            ).hexdigest()[:16]
+    for mode, items in sorted(by_mode.items()):
+        items.sort()
+        for i in range(0, len(items), SWEEP_BATCH):
+            chunk = items[i : i + SWEEP_BATCH]
+            batch = [athlete for athlete, _ in chunk]
+            # Same parked work → same run key (Dagster runs it once); parked again → new key.
+            digest = hashlib.sha1(repr(chunk).encode()).hexdigest()[:16]
             requests.append(
                 dg.RunRequest(
                     run_key=f"parked-{mode}-{digest}",
