@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -403,70 +402,105 @@ def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
-    """Queue and sync figures: runs queued/running, outcomes, budget, reconnects."""
-    from sqlalchemy import func, select
-
-    from sync_pipeline.core.db import transaction
-    from sync_pipeline.core.models import Athlete, SyncState
+    """Per source: runs queued/running/24 h, oldest queued, sync states, dead letters, budget."""
+    from sync_pipeline.core.health import source_health
+    from sync_pipeline.defs.strava.athletes import needs_reconnect_count
 
     s = context.settings()
     strava = context.strava(s)
     os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
-    with transaction(strava.app_db.url) as session:
-        by_status = dict(
-            session.execute(
-                select(SyncState.status, func.count())
-                .where(SyncState.source == "strava")
-                .group_by(SyncState.status)
-            ).all()
-        )
-        reconnect = session.scalar(
-            select(func.count()).select_from(Athlete).where(Athlete.state == "needs_reconnect")
-        )
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)
     with dg.DagsterInstance.get() as instance:
-
-        def count(statuses: list[dg.DagsterRunStatus], **kw: Any) -> int:
-            return instance.get_runs_count(
-                dg.RunsFilter(statuses=statuses, tags={priorities.SOURCE_TAG: "strava"}, **kw)
-            )
-
-        runs = {
-            "queued": count([dg.DagsterRunStatus.QUEUED]),
-            "running": count([dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]),
-            "succeeded_24h": count([dg.DagsterRunStatus.SUCCESS], updated_after=since),
-            "failed_24h": count([dg.DagsterRunStatus.FAILURE], updated_after=since),
-        }
-    budget = [
-        {
-            "bucket": u.bucket.split(":", 2)[-1],
-            "used": u.used,
-            "limit": u.limit,
-            "left": u.left,
-            "resets_at": dt.datetime.fromtimestamp(u.resets_at, dt.UTC).isoformat(),
-        }
-        for u in strava.budget_usage()
-    ]
-    report = {
-        "strava": {
-            "runs": runs,
-            "partitions_by_status": by_status,
-            "athletes_needing_reconnect": reconnect,
-            "rate_budget": budget,
-        }
-    }
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    r = report["strava"]
-    click.echo("strava")
-    click.echo("  runs: " + ", ".join(f"{k} {v}" for k, v in runs.items()))
-    click.echo("  athletes by sync status: " + ", ".join(f"{k} {v}" for k, v in by_status.items()))
-    click.echo(f"  athletes needing reconnect: {r['athletes_needing_reconnect']}")
-    for b in budget:
-        click.echo(
-            f"  budget {b['bucket']:16} {b['used']:>5}/{b['limit']:<5} resets {b['resets_at']}"
+        health = source_health(
+            instance,
+            strava.app_db.url,
+            "strava",
+            needs_reconnect=needs_reconnect_count(strava.app_db.url),
+            budget=strava.budget_usage(),
         )
+    if as_json:
+        click.echo(json.dumps({"strava": health.as_dict()}, indent=2))
+        return
+    oldest = f"{health.oldest_queued_seconds:.0f} s" if health.oldest_queued_seconds else "-"
+    click.echo("strava")
+    click.echo(
+        f"  runs: queued {health.queued} (oldest {oldest}), running {health.running}, "
+        f"succeeded 24h {health.succeeded_24h}, failed 24h {health.failed_24h}"
+    )
+    states = ", ".join(f"{k} {v}" for k, v in sorted(health.partitions_by_status.items()))
+    click.echo(f"  athletes by sync status: {states or '-'}")
+    click.echo(
+        f"  dead letters: {health.dead_letters}   needing reconnect: {health.needs_reconnect}"
+    )
+    for b in health.budget:
+        click.echo(
+            f"  budget {b['bucket']:16} {b['used']:>5}/{b['limit']:<5} left {b['left']:<5} "
+            f"resets {b['resets_at']}"
+        )
+
+
+@cli.group("dead-letters")
+def dead_letters() -> None:
+    """Syncs that failed for good (permanent error or retries exhausted), and their redrive."""
+
+
+@dead_letters.command("list")
+@click.option("--source", type=click.Choice(["strava"]), default="strava", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dead_letters_list(source: str, as_json: bool) -> None:
+    """List dead letters, newest failure first."""
+    from sync_pipeline.core.health import dead_letter_rows
+
+    rows = dead_letter_rows(context.app_db(context.settings()).checkpoints(source).dead_letters())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no dead letters")
+        return
+    for r in rows:
+        click.echo(
+            f"{r['source']}/{r['partition']}: {r['error_class']} after {r['attempts']} attempt(s), "
+            f"last {r['last_failure_at']} (run {r['run_id']})\n    {r['message']}"
+        )
+
+
+@dead_letters.command("redrive")
+@click.option("--source", type=click.Choice(["strava"]), default="strava", show_default=True)
+@click.option("--partition", help="One partition (athlete id).")
+@click.option("--all", "redrive_all", is_flag=True, help="Every dead letter of the source.")
+def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) -> None:
+    """Re-queue dead letters at manual priority; they clear when the sync succeeds."""
+    if (partition is None) == (not redrive_all):
+        raise click.UsageError("Give exactly one of --partition P or --all.")
+    dead = context.app_db(context.settings()).checkpoints(source).dead_letters()
+    keys = [st.partition_key for st in dead]
+    if partition is not None:
+        if partition not in keys:
+            raise click.ClickException(
+                f"{source}/{partition} is not a dead letter; see `sync-pipeline dead-letters list`."
+            )
+        keys = [partition]
+    if not keys:
+        click.echo("no dead letters")
+        return
+    tags = priorities.run_tags(priorities.MANUAL, source, "redrive")
+    if len(keys) == 1:
+        click.echo(
+            _launch(
+                "strava_athlete_sync",
+                tags={**tags, "dagster/partition": keys[0]},
+                run_config={"ops": {"strava_activities": {"config": {"full": False}}}},
+            )
+        )
+    else:
+        # One batch run for all of them; any that fail again fall back to single-athlete runs.
+        cfg = {"mode": "incremental", "athletes": [int(k) for k in keys]}
+        click.echo(
+            _launch(
+                "strava_sweep_job", tags=tags, run_config={"ops": {"strava_sweep": {"config": cfg}}}
+            )
+        )
+    click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
 
 
 if __name__ == "__main__":

@@ -219,6 +219,7 @@ class Checkpoints:
             if full:
                 st.last_full_sync_at = now
             st.consecutive_failures = 0
+            st.first_failure_at = None
             st.blocked_until = None
             st.blocked_reason = None
             st.pending_mode = None
@@ -232,6 +233,7 @@ class Checkpoints:
         run_id: str | None,
         hand_over_mode: str | None = None,
         keep_session: bool = True,
+        dead: bool = False,
     ) -> int:
         """Record a failure; returns the new failure sequence number.
 
@@ -243,7 +245,9 @@ class Checkpoints:
             if st is None:
                 st = SyncState(source=self.source, partition_key=key)
                 s.add(st)
-            st.status = "failed"
+            st.status = "dead" if dead else "failed"
+            if not st.consecutive_failures:
+                st.first_failure_at = utcnow()
             st.last_error = message[:4000]
             st.last_error_class = error_class
             st.last_error_at = utcnow()
@@ -286,6 +290,17 @@ class Checkpoints:
                         SyncState.status == "failed",
                         SyncState.pending_mode.is_not(None),
                     )
+                )
+            )
+
+    def dead_letters(self) -> list[SyncState]:
+        """Partitions that failed for good: permanent errors or retries exhausted."""
+        with transaction(self._db_url) as s:
+            return list(
+                s.scalars(
+                    select(SyncState)
+                    .where(SyncState.source == self.source, SyncState.status == "dead")
+                    .order_by(SyncState.last_error_at.desc())
                 )
             )
 

@@ -121,7 +121,7 @@ class SyncState(Base):
 
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     partition_key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    # idle | running | succeeded | failed | parked | dead
+    # idle | running | succeeded | failed | parked | dead (a dead letter: nothing retries it)
     status: Mapped[str] = mapped_column(String(16), default="idle", index=True)
     # Mode of the sync in progress (full | incremental); None when no sync is in progress.
     mode: Mapped[str | None] = mapped_column(String(16))
@@ -141,6 +141,7 @@ class SyncState(Base):
     last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_run_id: Mapped[str | None] = mapped_column(String(64))
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     failure_seq: Mapped[int] = mapped_column(Integer, default=0)
     blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     blocked_reason: Mapped[str | None] = mapped_column(Text)
@@ -164,3 +165,36 @@ class RateWindow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class WebhookEvent(Base):
+    """A push event from a provider's webhook, stored on receipt (the inbox) and handled later.
+
+    Strava events carry no id, so ``dedup_key`` is a hash of the event's content; a redelivery
+    of the same event increments ``deliveries`` instead of adding a row.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("uq_webhook_events_provider_dedup_key", "provider", "dedup_key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    provider: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[int] = mapped_column(BigInteger)
+    # activity | athlete
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[int] = mapped_column(BigInteger)
+    # create | update | delete
+    aspect_type: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event_time: Mapped[int] = mapped_column(BigInteger)
+    updates: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    handled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    run_key: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str | None] = mapped_column(String(32))

@@ -54,6 +54,7 @@ def strava_activities(
         owner=context.run.run_id,
         run_id=context.run.run_id,
         owner_is_dead=run_is_finished(context.instance),
+        final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
     )
     context.log.info(
         f"athlete {key}: {outcome.status} ({outcome.mode}), +{outcome.added} "

@@ -43,6 +43,17 @@ def connected_athlete_ids(db_url: str, *, include_needs_reconnect: bool = True) 
         )
 
 
+def needs_reconnect_count(db_url: str) -> int:
+    """Athletes whose tokens Strava rejected."""
+    with transaction(db_url) as s:
+        return int(
+            s.scalar(
+                select(func.count()).select_from(Athlete).where(Athlete.state == "needs_reconnect")
+            )
+            or 0
+        )
+
+
 def list_athletes(db_url: str) -> list[AthleteRow]:
     """Every athlete with activity counts and sync state."""
     with transaction(db_url) as s:

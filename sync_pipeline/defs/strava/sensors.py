@@ -121,3 +121,37 @@ def strava_parked_sensor(
     if not requests:
         return dg.SkipReason("no parked work due")
     return dg.SensorResult(run_requests=requests)
+
+
+strava_sync_queue = dg.AssetSpec(
+    "strava_sync_queue",
+    group_name="strava",
+    description="Queue depth, failures, dead letters and rate budget of Strava syncs, observed "
+    "every minute (plot them from the asset's Plots tab).",
+    kinds={"dagster"},
+)
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def strava_health_sensor(
+    context: dg.SensorEvaluationContext, strava: StravaResource
+) -> dg.SensorResult:
+    """Records queue figures as observations and evaluates the dead-letter check each minute."""
+    from sync_pipeline.core.health import dead_letter_check, source_health
+    from sync_pipeline.defs.strava.athletes import needs_reconnect_count
+    from sync_pipeline.defs.strava.checks import DEAD_LETTER_CHECK
+
+    health = source_health(
+        context.instance,
+        strava.app_db.url,
+        SOURCE,
+        needs_reconnect=needs_reconnect_count(strava.app_db.url),
+        budget=strava.budget_usage(),
+    )
+    dead = strava.app_db.checkpoints(SOURCE).dead_letters()
+    return dg.SensorResult(
+        asset_events=[
+            dg.AssetObservation(asset_key=strava_sync_queue.key, metadata=health.metadata()),
+            dead_letter_check(STRAVA_ACTIVITIES, DEAD_LETTER_CHECK, dead),
+        ]
+    )

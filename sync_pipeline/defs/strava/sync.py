@@ -231,10 +231,13 @@ def sync_athlete(
     run_id: str | None,
     hand_over_on_failure: bool = False,
     owner_is_dead: Callable[[str], bool] | None = None,
+    final_attempt: bool = False,
 ) -> SyncOutcome:
     """Sync one athlete and record the outcome in its sync state; never raises SyncError.
 
-    Unexpected exceptions are recorded too and returned in `outcome.exception`.
+    Unexpected exceptions are recorded too and returned in `outcome.exception`. A failure
+    that nothing will retry (permanent, or transient on the `final_attempt` of a
+    single-partition run) is recorded as a dead letter.
     """
     started = time.monotonic()
     outcome = SyncOutcome(athlete_id=athlete_id, mode=mode)
@@ -256,7 +259,13 @@ def sync_athlete(
             f"Athlete {athlete_id} needs to reconnect ({athlete.state_reason}); "
             "no API call was made. Re-run `sync-pipeline athletes connect` for them."
         )
-        cp.fail(key, error_class=outcome.error_class, message=outcome.error, run_id=run_id)
+        cp.fail(
+            key,
+            error_class=outcome.error_class,
+            message=outcome.error,
+            run_id=run_id,
+            dead=not hand_over_on_failure,
+        )
         return outcome
     try:
         cp.claim(key, owner, LEASE_TTL, owner_is_dead=owner_is_dead)
@@ -295,6 +304,7 @@ def sync_athlete(
             run_id=run_id,
             hand_over_mode=outcome.mode if hand_over_on_failure else None,
             keep_session=not isinstance(exc, PermanentError),
+            dead=not hand_over_on_failure and (isinstance(exc, PermanentError) or final_attempt),
         )
         outcome.exception = exc
     except Exception as exc:  # a bug or an unexpected payload: recorded, never hides others
@@ -306,6 +316,7 @@ def sync_athlete(
             message=outcome.error,
             run_id=run_id,
             hand_over_mode=outcome.mode if hand_over_on_failure else None,
+            dead=not hand_over_on_failure and final_attempt,
         )
         outcome.exception = exc
     finally:

@@ -173,3 +173,40 @@ def test_schedule_cadences() -> None:
     assert schedules.strava_weekly_full_sync.cron_schedule == "0 2 * * 1"
     assert schedules.strava_weekly_full_sync.execution_timezone == "UTC"
     assert schedules.strava_incremental_sync.cron_schedule == "0 */6 * * *"
+
+
+def test_dead_letter_recorded_checked_and_observed(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    from sync_pipeline.defs.strava.checks import DEAD_LETTER_CHECK
+    from sync_pipeline.defs.strava.sensors import strava_health_sensor
+    from sync_pipeline_tests.defs.strava.test_assets import materialize
+
+    ok, revoked = connect(strava, sandbox, 2), connect(strava, sandbox, 2)
+    assert materialize(instance, strava, ok).success
+    sandbox.state.inject_fault("revoked", athlete_id=revoked)
+    assert not materialize(instance, strava, revoked).success
+
+    [dead] = strava.app_db.checkpoints(SOURCE).dead_letters()
+    assert dead.partition_key == str(revoked)
+    assert dead.last_error_class == "needs_reconnect"
+    assert dead.first_failure_at is not None
+
+    result = tick(strava_health_sensor, instance, strava)
+    assert isinstance(result, dg.SensorResult)
+    observation, check = result.asset_events
+    assert isinstance(observation, dg.AssetObservation)
+    assert observation.metadata["dead_letters"].value == 1
+    assert observation.metadata["needs_reconnect"].value == 1
+    assert observation.metadata["partitions_succeeded"].value == 1
+    assert isinstance(check, dg.AssetCheckEvaluation)
+    assert check.check_name == DEAD_LETTER_CHECK and not check.passed
+    assert str(revoked) in str(check.metadata["list"].value)
+
+    # Reconnecting and a successful sync clear the dead letter.
+    from sync_pipeline.defs.strava.athletes import connect_via_oauth
+
+    sandbox.state.reset_stats()
+    connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=revoked)
+    assert materialize(instance, strava, revoked).success
+    assert strava.app_db.checkpoints(SOURCE).dead_letters() == []

@@ -1,0 +1,157 @@
+"""Queue figures and dead letters of a source, for `sync-pipeline status`, checks and sensors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dagster as dg
+from sqlalchemy import func, select
+
+from sync_pipeline.core.budget import WindowUsage
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import SyncState
+from sync_pipeline.core.priorities import SOURCE_TAG
+
+ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+
+
+@dataclass
+class SourceHealth:
+    """One source's queue and sync figures."""
+
+    source: str
+    queued: int
+    running: int
+    succeeded_24h: int
+    failed_24h: int
+    oldest_queued_seconds: float | None
+    partitions_by_status: dict[str, int]
+    dead_letters: int
+    needs_reconnect: int = 0
+    budget: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return asdict(self)
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat figures worth plotting over time in the UI."""
+        md: dict[str, Any] = {
+            "runs_queued": self.queued,
+            "runs_running": self.running,
+            "runs_succeeded_24h": self.succeeded_24h,
+            "runs_failed_24h": self.failed_24h,
+            "oldest_queued_seconds": round(self.oldest_queued_seconds or 0.0, 1),
+            "dead_letters": self.dead_letters,
+            "needs_reconnect": self.needs_reconnect,
+        }
+        for status, n in self.partitions_by_status.items():
+            md[f"partitions_{status}"] = n
+        for b in self.budget:
+            md[f"budget_{b['bucket'].replace(':', '_')}_left"] = b["left"]
+        return md
+
+
+def budget_rows(usage: list[WindowUsage]) -> list[dict[str, Any]]:
+    """Budget windows as rows (bucket without the app prefix)."""
+    return [
+        {
+            "bucket": u.bucket.split(":", 2)[-1],
+            "used": u.used,
+            "limit": u.limit,
+            "left": u.left,
+            "resets_at": dt.datetime.fromtimestamp(u.resets_at, dt.UTC).isoformat(),
+        }
+        for u in usage
+    ]
+
+
+def source_health(
+    instance: dg.DagsterInstance,
+    db_url: str,
+    source: str,
+    *,
+    needs_reconnect: int = 0,
+    budget: list[WindowUsage] | None = None,
+) -> SourceHealth:
+    """Figures from the run storage (indexed tag queries) and the app database (group-bys)."""
+    tags = {SOURCE_TAG: source}
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)
+
+    def count(statuses: list[dg.DagsterRunStatus], **kw: Any) -> int:
+        return instance.get_runs_count(dg.RunsFilter(statuses=statuses, tags=tags, **kw))
+
+    oldest = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags=tags), limit=1, ascending=True
+    )
+    with transaction(db_url) as s:
+        by_status = {
+            str(k): int(v)
+            for k, v in s.execute(
+                select(SyncState.status, func.count())
+                .where(SyncState.source == source)
+                .group_by(SyncState.status)
+            ).all()
+        }
+    return SourceHealth(
+        source=source,
+        queued=count([dg.DagsterRunStatus.QUEUED]),
+        running=count(ACTIVE),
+        succeeded_24h=count([dg.DagsterRunStatus.SUCCESS], updated_after=since),
+        failed_24h=count([dg.DagsterRunStatus.FAILURE], updated_after=since),
+        oldest_queued_seconds=(
+            time.time() - oldest[0].create_timestamp.timestamp() if oldest else None
+        ),
+        partitions_by_status=by_status,
+        dead_letters=by_status.get("dead", 0),
+        needs_reconnect=needs_reconnect,
+        budget=budget_rows(budget or []),
+    )
+
+
+def dead_letter_rows(states: list[SyncState]) -> list[dict[str, Any]]:
+    """Dead letters as rows for the CLI and check metadata."""
+    return [
+        {
+            "source": st.source,
+            "partition": st.partition_key,
+            "error_class": st.last_error_class,
+            "message": (st.last_error or "")[:300],
+            "attempts": st.consecutive_failures,
+            "first_failure_at": st.first_failure_at.isoformat() if st.first_failure_at else None,
+            "last_failure_at": st.last_error_at.isoformat() if st.last_error_at else None,
+            "run_id": st.last_run_id,
+        }
+        for st in states
+    ]
+
+
+def dead_letter_check(
+    asset_key: dg.AssetKey, check_name: str, states: list[SyncState]
+) -> dg.AssetCheckEvaluation:
+    """Fails while dead letters exist, listing them (first 50) in its metadata."""
+    rows = dead_letter_rows(states)
+    table = "\n".join(
+        f"| {r['partition']} | {r['error_class']} | {r['attempts']} | {r['last_failure_at']} "
+        f"| {r['message'][:120].replace('|', '/')} |"
+        for r in rows[:50]
+    )
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "dead_letters": len(rows),
+            "list": dg.MetadataValue.md(
+                "| partition | error | attempts | last failure | message |\n|---|---|---|---|---|\n"
+                + table
+                if rows
+                else "none"
+            ),
+        },
+        description="Redrive with `sync-pipeline dead-letters redrive`." if rows else None,
+    )
