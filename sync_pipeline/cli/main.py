@@ -503,5 +503,9 @@ def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) 
     click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
 
 
+from sync_pipeline.cli.webhooks import webhooks  # noqa: E402
+
+cli.add_command(webhooks)
+
 if __name__ == "__main__":
     cli()

@@ -74,4 +74,5 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         "STRAVA_CLIENT_SECRET": "sandbox-" + secrets.token_hex(8),
         "STRAVA_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
         "STRAVA_TIME_SCALE": "1",
+        "STRAVA_WEBHOOK_VERIFY_TOKEN": secrets.token_urlsafe(16),
     }

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -249,6 +249,9 @@ def create_webhook_app(
             allowed = await allowed_subscriptions()
             if allowed is not None and event.subscription_id not in allowed:
                 raise PayloadError(403, "unknown subscription_id")
+        except ClientDisconnect:
+            logger.info("webhook event from %s: client went away mid-body", _client(request))
+            return _error(400, "client disconnected")
         except PayloadError as exc:
             logger.warning(
                 "webhook event from %s rejected (%d): %s",

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -162,6 +163,8 @@ def create_app(state: StravaSandboxState) -> Starlette:
                 changes[key] = value.lower() in ("true", "1")
             elif key in ("name", "description"):
                 changes[key] = value
+            elif key in ("type", "sport_type") and value:
+                changes["type"] = value
         return state.put_activity(token, _path_id(request), changes)
 
     async def streams(request: Request, token: AccessToken) -> Any:
@@ -285,7 +288,66 @@ def create_app(state: StravaSandboxState) -> Starlette:
         except StravaApiError as exc:
             return finish(JSONResponse(exc.body, exc.status))
 
+    async def create_subscription(request: Request) -> Response:
+        endpoint = "POST /api/v3/push_subscriptions"
+        try:
+            p = await _params(request)
+        except StravaApiError as exc:
+            state.record_request(endpoint)
+            return finish(JSONResponse(exc.body, exc.status))
+        guarded = await oauth_guard(request, endpoint, None)
+        if guarded is not None:
+            return guarded
+        try:
+            # The validation GET to the callback blocks: keep it off the event loop.
+            body = await run_in_threadpool(
+                state.create_push_subscription,
+                p.get("client_id"),
+                p.get("client_secret"),
+                p.get("callback_url"),
+                p.get("verify_token"),
+            )
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+        return finish(JSONResponse(body, 201))
+
+    async def list_subscriptions(request: Request) -> Response:
+        guarded = await oauth_guard(request, "GET /api/v3/push_subscriptions", None)
+        if guarded is not None:
+            return guarded
+        q = request.query_params
+        try:
+            body = state.list_push_subscriptions(q.get("client_id"), q.get("client_secret"))
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+        return finish(JSONResponse(body))
+
+    async def delete_subscription(request: Request) -> Response:
+        endpoint = "DELETE /api/v3/push_subscriptions/{id}"
+        try:
+            p = await _params(request)
+        except StravaApiError as exc:
+            state.record_request(endpoint)
+            return finish(JSONResponse(exc.body, exc.status))
+        guarded = await oauth_guard(request, endpoint, None)
+        if guarded is not None:
+            return guarded
+        try:
+            try:
+                subscription_id = int(request.path_params["id"])
+            except ValueError:
+                raise not_found("PushSubscription", "id") from None
+            state.delete_push_subscription(
+                p.get("client_id"), p.get("client_secret"), subscription_id
+            )
+        except StravaApiError as exc:
+            return finish(JSONResponse(exc.body, exc.status))
+        return finish(Response(status_code=204))
+
     routes = [
+        Route("/api/v3/push_subscriptions", create_subscription, methods=["POST"]),
+        Route("/api/v3/push_subscriptions", list_subscriptions, methods=["GET"]),
+        Route("/api/v3/push_subscriptions/{id}", delete_subscription, methods=["DELETE"]),
         api_route("/api/v3/athlete", "GET", athlete),
         api_route("/api/v3/athlete/activities", "GET", activities),
         api_route("/api/v3/activities/{id}", "GET", activity),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -11,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from sync_pipeline.sandbox.strava import data
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -34,6 +39,9 @@ KNOWN_SCOPES = frozenset(
 FAULT_KINDS = frozenset({"5xx", "timeout", "slow", "429", "revoked", "deleted"})
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 30
+PUSH_ACK_SECONDS = 2.0
+PUSH_MAX_ATTEMPTS = 3
+PUSH_RETRY_BACKOFF = 1.0
 
 
 def error_body(message: str, resource: str, field_name: str, code: str) -> dict[str, Any]:
@@ -117,6 +125,12 @@ class StravaSandboxConfig:
     anchor_epoch: float | None = None
     callback_domain: str | None = None
     ascending_when_after: bool = False
+    # Push subscriptions: Strava wants a 200 within ``push_ack_timeout`` seconds (real time,
+    # not scaled) and makes ``push_max_attempts`` attempts in all; redelivery n waits
+    # ``push_retry_backoff * 2**(n-1)`` Strava seconds (scaled).
+    push_ack_timeout: float = PUSH_ACK_SECONDS
+    push_max_attempts: int = PUSH_MAX_ATTEMPTS
+    push_retry_backoff: float = PUSH_RETRY_BACKOFF
 
     def scaled(self, seconds: float) -> float:
         """A Strava duration compressed by ``time_scale``."""
@@ -202,6 +216,27 @@ class Fault:
 
 
 @dataclass
+class PushSubscription:
+    """The application's webhook subscription (Strava allows one per application)."""
+
+    id: int
+    callback_url: str
+    verify_token: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class PushDelivery:
+    """One event on its way to a subscription's callback."""
+
+    subscription_id: int
+    event: dict[str, Any]
+    attempts: int = 0
+    due: float = 0.0  # time.monotonic() of the next attempt
+
+
+@dataclass
 class RateDecision:
     """Result of counting one API request against the limits."""
 
@@ -258,6 +293,14 @@ class StravaSandboxState:
         self._rate_limited = 0
         self._refreshes = 0
         self._requests_total = 0
+        self._push_subscription: PushSubscription | None = None
+        self._push_seq = 0
+        self._push_cond = threading.Condition()  # guards the delivery queue; taken after _lock
+        self._push_queue: list[PushDelivery] = []
+        self._push_in_flight = 0
+        self._push_worker: threading.Thread | None = None
+        self._push_closed = False
+        self._push_stats: Counter[str] = Counter()
         counts = data.default_activity_counts(self.config.seed, self.config.athletes)
         explicit = self.config.activity_counts or {}
         for index in range(self.config.athletes):
@@ -370,29 +413,54 @@ class StravaSandboxState:
             if starts and last is not None and starts[0] <= last:
                 shift = last + 1 - starts[0]
                 starts = [s + shift for s in starts]
-            return [self._append_activity(record, s).id for s in starts]
+            ids = [self._append_activity(record, s).id for s in starts]
+            for activity_id in ids:
+                self._emit_push("activity", activity_id, "create", athlete_id)
+            return ids
 
     def update_activity(
         self, activity_id: int, name: str | None = None, private: bool | None = None, **fields: Any
     ) -> dict[str, Any]:
-        """Edit an activity (name, private, description, commute, trainer, hide_from_home)."""
-        allowed = {"description", "commute", "trainer", "hide_from_home"}
+        """Edit an activity (name, private, type, description, commute, trainer, hide_from_home).
+
+        A changed title, type or privacy is pushed as an ``update`` event (privacy only to
+        grants with ``activity:read_all``, as Strava does).
+        """
+        allowed = {"description", "commute", "trainer", "hide_from_home", "type"}
         extra = set(fields) - allowed
         if extra:
             raise ValueError(f"unsupported fields: {sorted(extra)}")
         with self._lock:
             activity = self._live_activity(activity_id)
+            before = self._summary(activity)
             if name is not None:
                 activity.overrides["name"] = name
             if private is not None:
                 activity.overrides["private"] = bool(private)
             activity.overrides.update({k: v for k, v in fields.items() if v is not None})
-            return data.summary_dict(self._spec(activity), activity.overrides)
+            after = self._summary(activity)
+            updates: dict[str, str] = {}
+            if after["name"] != before["name"]:
+                updates["title"] = str(after["name"])
+            if after["type"] != before["type"]:
+                updates["type"] = str(after["type"])
+            if after["private"] != before["private"] and self._grant_has(
+                activity.athlete_id, "activity:read_all"
+            ):
+                updates["private"] = "true" if after["private"] else "false"
+            if updates:
+                self._emit_push("activity", activity_id, "update", activity.athlete_id, updates)
+            return after
 
     def delete_activity(self, activity_id: int) -> None:
         """Delete an activity; later reads answer 404."""
         with self._lock:
-            self._live_activity(activity_id).deleted = True
+            activity = self._live_activity(activity_id)
+            activity.deleted = True
+            self._emit_push("activity", activity_id, "delete", activity.athlete_id)
+
+    def _summary(self, activity: ActivityRecord) -> dict[str, Any]:
+        return _with_type(data.summary_dict(self._spec(activity), activity.overrides), activity)
 
     def _is_private(self, activity: ActivityRecord) -> bool:
         return bool(activity.overrides.get("private", self._spec(activity).private))
@@ -490,7 +558,7 @@ class StravaSandboxState:
             if not (self.config.ascending_when_after and after is not None):
                 rows.reverse()
             chosen = rows[(page - 1) * per_page : page * per_page]
-            return [data.summary_dict(self._spec(a), a.overrides) for a in chosen]
+            return [self._summary(a) for a in chosen]
 
     def _visible_activity(self, token: AccessToken, activity_id: int) -> ActivityRecord:
         require_scope(token, "activity:read")
@@ -508,7 +576,7 @@ class StravaSandboxState:
             spec = self._spec(activity)
             overrides = dict(activity.overrides)
             athlete = self._athletes[activity.athlete_id].profile
-        return data.detail_dict(spec, overrides, athlete)
+        return _with_type(data.detail_dict(spec, overrides, athlete), overrides)
 
     def get_streams(
         self, token: AccessToken, activity_id: int, keys: list[str] | None
@@ -534,7 +602,7 @@ class StravaSandboxState:
             self._visible_activity(token, activity_id)
             fields = {
                 k: changes[k]
-                for k in ("description", "commute", "trainer", "hide_from_home")
+                for k in ("description", "commute", "trainer", "hide_from_home", "type")
                 if k in changes
             }
             self.update_activity(
@@ -686,6 +754,10 @@ class StravaSandboxState:
         """Revoke every token of the athlete for this app; returns tokens revoked."""
         with self._lock:
             self._athlete(athlete_id)
+            if athlete_id in self._grants:
+                self._emit_push(
+                    "athlete", athlete_id, "update", athlete_id, {"authorized": "false"}
+                )
             grant = self._grants.pop(athlete_id, None)
             if grant is not None:
                 self._refresh.pop(grant.refresh_token, None)
@@ -850,6 +922,260 @@ class StravaSandboxState:
             self._faults.clear()
             return n
 
+    # ------------------------------------------------------- push subscriptions
+    def create_push_subscription(
+        self,
+        client_id: str | None,
+        client_secret: str | None,
+        callback_url: str | None,
+        verify_token: str | None,
+    ) -> dict[str, Any]:
+        """``POST /push_subscriptions``: validate the callback with a GET, then subscribe.
+
+        Blocks for the validation request (up to ``push_ack_timeout``); call it off the
+        event loop.
+        """
+        self.check_credentials(client_id, client_secret)
+        parts = urlsplit(callback_url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StravaApiError(
+                400, error_body("Bad Request", "PushSubscription", "callback_url", "invalid")
+            )
+        if not verify_token:
+            raise StravaApiError(
+                400, error_body("Bad Request", "PushSubscription", "verify_token", "invalid")
+            )
+        assert callback_url is not None
+        self._check_no_subscription()
+        challenge = secrets.token_urlsafe(16)
+        if not self._validate_callback(callback_url, verify_token, challenge):
+            raise StravaApiError(
+                400,
+                error_body(
+                    "Bad Request",
+                    "PushSubscription",
+                    "callback url",
+                    "GET to callback URL does not return 200",
+                ),
+            )
+        with self._lock:
+            self._check_no_subscription()
+            self._push_seq += 1
+            now = self.time()
+            self._push_subscription = PushSubscription(
+                self._push_seq, callback_url, verify_token, now, now
+            )
+            return {"id": self._push_seq}
+
+    def _check_no_subscription(self) -> None:
+        with self._lock:
+            if self._push_subscription is not None:
+                raise StravaApiError(
+                    400, error_body("Bad Request", "PushSubscription", "", "already exists")
+                )
+
+    def _validate_callback(self, callback_url: str, verify_token: str, challenge: str) -> bool:
+        """Strava's validation GET: a 200 echoing ``hub.challenge`` within the ack time."""
+        params = {
+            "hub.mode": "subscribe",
+            "hub.challenge": challenge,
+            "hub.verify_token": verify_token,
+        }
+        timeout = self.config.push_ack_timeout
+        started = time.monotonic()
+        try:
+            response = httpx.get(callback_url, params=params, timeout=timeout)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.info("push subscription validation failed: %s", type(exc).__name__)
+            return False
+        return (
+            response.status_code == 200
+            and time.monotonic() - started <= timeout
+            and isinstance(body, dict)
+            and body.get("hub.challenge") == challenge
+        )
+
+    def list_push_subscriptions(
+        self, client_id: str | None, client_secret: str | None
+    ) -> list[dict[str, Any]]:
+        """``GET /push_subscriptions``: the application's subscriptions (zero or one)."""
+        self.check_credentials(client_id, client_secret)
+        with self._lock:
+            sub = self._push_subscription
+            if sub is None:
+                return []
+            app_id: int | str = (
+                int(self.config.client_id)
+                if self.config.client_id.isdigit()
+                else self.config.client_id
+            )
+            return [
+                {
+                    "id": sub.id,
+                    "resource_state": 2,
+                    "application_id": app_id,
+                    "callback_url": sub.callback_url,
+                    "created_at": data.iso_z(sub.created_at),
+                    "updated_at": data.iso_z(sub.updated_at),
+                }
+            ]
+
+    def delete_push_subscription(
+        self, client_id: str | None, client_secret: str | None, subscription_id: int
+    ) -> None:
+        """``DELETE /push_subscriptions/{id}``; events not yet delivered are dropped."""
+        self.check_credentials(client_id, client_secret)
+        with self._lock:
+            sub = self._push_subscription
+            if sub is None or sub.id != subscription_id:
+                raise not_found("PushSubscription", "id")
+            self._push_subscription = None
+        with self._push_cond:
+            dropped = [d for d in self._push_queue if d.subscription_id == subscription_id]
+            self._push_queue = [d for d in self._push_queue if d not in dropped]
+            self._push_stats["dropped"] += len(dropped)
+            self._push_cond.notify_all()
+
+    def push_subscription_id(self) -> int | None:
+        """Id of the current subscription, if any."""
+        with self._lock:
+            return None if self._push_subscription is None else self._push_subscription.id
+
+    def _grant_has(self, athlete_id: int, scope: str) -> bool:
+        grant = self._grants.get(athlete_id)
+        return grant is not None and scope in grant.scopes
+
+    def _emit_push(
+        self,
+        object_type: str,
+        object_id: int,
+        aspect_type: str,
+        owner_id: int,
+        updates: dict[str, str] | None = None,
+    ) -> None:
+        """Queue an event for the subscription if the owner has authorized the app.
+
+        Called with ``_lock`` held; only appends to the queue (delivery is in the worker).
+        """
+        sub = self._push_subscription
+        if sub is None or owner_id not in self._grants:
+            return
+        event = {
+            "aspect_type": aspect_type,
+            "event_time": int(self.time()),
+            "object_id": object_id,
+            "object_type": object_type,
+            "owner_id": owner_id,
+            "subscription_id": sub.id,
+            "updates": dict(updates or {}),
+        }
+        with self._push_cond:
+            if self._push_closed:
+                return
+            self._push_queue.append(PushDelivery(sub.id, event, 0, time.monotonic()))
+            if self._push_worker is None:
+                self._push_worker = threading.Thread(
+                    target=self._push_loop, name="strava-sandbox-push", daemon=True
+                )
+                self._push_worker.start()
+            self._push_cond.notify_all()
+
+    def _push_loop(self) -> None:
+        """Deliver queued events in due order; exits when the queue is empty."""
+        timeout = httpx.Timeout(self.config.push_ack_timeout)
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            while True:
+                with self._push_cond:
+                    while True:
+                        if self._push_closed or not self._push_queue:
+                            self._push_worker = None
+                            self._push_cond.notify_all()
+                            return
+                        item = min(self._push_queue, key=lambda d: d.due)
+                        wait = item.due - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._push_cond.wait(wait)
+                    self._push_queue.remove(item)
+                    self._push_in_flight += 1
+                try:
+                    acked = self._deliver_push(client, item)
+                finally:
+                    with self._push_cond:
+                        self._push_in_flight -= 1
+                        self._push_cond.notify_all()
+                self._after_push(item, acked)
+
+    def _deliver_push(self, client: httpx.Client, item: PushDelivery) -> bool | None:
+        """POST one attempt; True when acknowledged in time, None when the subscription went."""
+        with self._lock:
+            sub = self._push_subscription
+            if sub is None or sub.id != item.subscription_id:
+                return None
+            url = sub.callback_url
+        item.attempts += 1
+        if item.attempts > 1:
+            with self._push_cond:
+                self._push_stats["redelivered"] += 1
+        started = time.monotonic()
+        try:
+            response = client.post(url, json=item.event)
+        except Exception as exc:  # any failure is a missed ack; the worker must not die
+            logger.info("push delivery attempt %d failed: %s", item.attempts, type(exc).__name__)
+            return False
+        return (
+            response.status_code == 200
+            and time.monotonic() - started <= self.config.push_ack_timeout
+        )
+
+    def _after_push(self, item: PushDelivery, acked: bool | None) -> None:
+        with self._push_cond:
+            if acked is None or (self._push_closed and not acked):
+                self._push_stats["dropped"] += 1
+            elif acked:
+                self._push_stats["delivered"] += 1
+            elif item.attempts >= self.config.push_max_attempts:
+                self._push_stats["failed"] += 1
+            else:
+                backoff = self.config.push_retry_backoff * 2 ** (item.attempts - 1)
+                item.due = time.monotonic() + self.config.scaled(backoff)
+                self._push_queue.append(item)
+            self._push_cond.notify_all()
+
+    def wait_for_push_deliveries(self, timeout: float = 10.0) -> bool:
+        """Block until every queued event is delivered or given up; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._push_cond:
+            while self._push_queue or self._push_in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._push_cond.wait(left)
+            return True
+
+    def push_stats(self) -> dict[str, int]:
+        """Push delivery counters: delivered, redelivered, failed, dropped, pending."""
+        with self._push_cond:
+            return {
+                "delivered": self._push_stats["delivered"],
+                "redelivered": self._push_stats["redelivered"],
+                "failed": self._push_stats["failed"],
+                "dropped": self._push_stats["dropped"],
+                "pending": len(self._push_queue) + self._push_in_flight,
+            }
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop push delivery: drop queued events and wait for an attempt in flight."""
+        with self._push_cond:
+            self._push_closed = True
+            self._push_stats["dropped"] += len(self._push_queue)
+            self._push_queue.clear()
+            self._push_cond.notify_all()
+            worker = self._push_worker
+        if worker is not None:
+            worker.join(timeout)
+
     # ------------------------------------------------------------------ stats
     def record_request(self, endpoint: str) -> None:
         """Count a request to a Strava endpoint (``"GET /api/v3/athlete"``)."""
@@ -874,6 +1200,7 @@ class StravaSandboxState:
                 "rate_limited": self._rate_limited,
                 "usage": self.usage(),
                 "refreshes": self._refreshes,
+                "push": self.push_stats(),
             }
 
     def reset_stats(self) -> None:
@@ -884,6 +1211,16 @@ class StravaSandboxState:
             self._stats_status.clear()
             self._rate_limited = 0
             self._refreshes = 0
+        with self._push_cond:
+            self._push_stats.clear()
+
+
+def _with_type(out: dict[str, Any], source: ActivityRecord | dict[str, Any]) -> dict[str, Any]:
+    """Apply an edited activity type (``type`` override) to an API representation."""
+    overrides = source.overrides if isinstance(source, ActivityRecord) else source
+    if "type" in overrides:
+        out["type"] = out["sport_type"] = overrides["type"]
+    return out
 
 
 def require_scope(token: AccessToken, scope: str) -> None:

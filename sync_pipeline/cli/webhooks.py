@@ -1,0 +1,162 @@
+"""`sync-pipeline webhooks`: run the push-event receiver and manage Strava's push subscription."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+import httpx
+
+from sync_pipeline.cli import context
+from sync_pipeline.core import db
+from sync_pipeline.core.settings import Settings
+
+VERIFY_TOKEN_ENV = "STRAVA_WEBHOOK_VERIFY_TOKEN"
+SUBSCRIPTION_IDS_ENV = "STRAVA_WEBHOOK_SUBSCRIPTION_IDS"
+SUBSCRIPTIONS_PATH = "/api/v3/push_subscriptions"
+# Creating a subscription waits for Strava's validation GET to the callback (up to 2 s).
+TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+
+
+def _verify_token() -> str:
+    token = os.environ.get(VERIFY_TOKEN_ENV, "")
+    if not token:
+        raise click.ClickException(
+            f"{VERIFY_TOKEN_ENV} is not set: choose a random string (e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`) and put it in .env; "
+            "the receiver and `webhooks subscribe` must use the same one."
+        )
+    return token
+
+
+def _subscription_ids() -> set[int] | None:
+    raw = os.environ.get(SUBSCRIPTION_IDS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return {int(part) for part in raw.split(",") if part.strip()}
+    except ValueError:
+        raise click.ClickException(
+            f"{SUBSCRIPTION_IDS_ENV} must be comma-separated integers, got {raw!r}"
+        ) from None
+
+
+def _credentials(s: Settings) -> dict[str, str]:
+    missing = [
+        name
+        for name, value in (
+            ("STRAVA_CLIENT_ID", s.strava_client_id),
+            ("STRAVA_CLIENT_SECRET", s.strava_client_secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise click.ClickException(
+            f"{', '.join(missing)} not set: put them in .env (see README) or run "
+            "`sync-pipeline init` for the sandbox defaults."
+        )
+    return {"client_id": s.strava_client_id, "client_secret": s.strava_client_secret}
+
+
+def _strava_error(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        message = str(body.get("message", ""))
+        details = [
+            " ".join(str(e[k]) for k in ("resource", "field", "code") if e.get(k))
+            for e in body.get("errors") or []
+            if isinstance(e, dict)
+        ]
+        return "; ".join(p for p in [message, *details] if p) or json.dumps(body)[:500]
+    return json.dumps(body)[:500]
+
+
+def _call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the Strava API with timeouts; failures become click errors."""
+    s = context.settings()
+    url = s.strava_base_url.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, timeout=TIMEOUT, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise click.ClickException(f"{method} {url} timed out ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{method} {url} failed: {exc}") from exc
+    if not response.is_success:
+        raise click.ClickException(
+            f"Strava answered {response.status_code} to {method} {path}: {_strava_error(response)}"
+        )
+    return response
+
+
+@click.group()
+def webhooks() -> None:
+    """Strava push events: the receiver and the push subscription."""
+
+
+@webhooks.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8720, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, log_level: str) -> None:
+    """Run the receiver (GET/POST /webhooks/strava, GET /healthz) until Ctrl-C."""
+    import uvicorn
+
+    from sync_pipeline.webhooks.app import create_webhook_app
+
+    token = _verify_token()
+    s = context.settings()
+    try:
+        db.check_schema(s.database_url)
+    except db.SchemaOutOfDateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    app = create_webhook_app(s.database_url, token, _subscription_ids())
+    click.echo(
+        f"webhook receiver on http://{host}:{port}/webhooks/strava "
+        f"(database {db.redact_url(s.database_url)}); Ctrl-C stops it"
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@webhooks.command("subscribe")
+@click.option(
+    "--callback-url", required=True, help="Public URL of the receiver's /webhooks/strava."
+)
+def subscribe(callback_url: str) -> None:
+    """Create the application's push subscription (Strava validates the callback first)."""
+    data = {
+        **_credentials(context.settings()),
+        "callback_url": callback_url,
+        "verify_token": _verify_token(),
+    }
+    body = _call("POST", SUBSCRIPTIONS_PATH, data=data).json()
+    click.echo(f"subscribed: id {body.get('id')} -> {callback_url}")
+    click.echo(f"(optional) restrict the receiver to it: {SUBSCRIPTION_IDS_ENV}={body.get('id')}")
+
+
+@webhooks.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_subscriptions(as_json: bool) -> None:
+    """Show the application's push subscription(s)."""
+    rows = _call("GET", SUBSCRIPTIONS_PATH, params=_credentials(context.settings())).json()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no push subscription")
+        return
+    for row in rows:
+        click.echo(f"{row.get('id')}  {row.get('callback_url')}  created {row.get('created_at')}")
+
+
+@webhooks.command("unsubscribe")
+@click.argument("subscription_id", type=int)
+def unsubscribe(subscription_id: int) -> None:
+    """Delete a push subscription."""
+    params = _credentials(context.settings())
+    _call("DELETE", f"{SUBSCRIPTIONS_PATH}/{subscription_id}", params=params)
+    click.echo(f"deleted push subscription {subscription_id}")
