@@ -28,6 +28,10 @@ class StravaSyncConfig(dg.Config):
     """Options of a single-athlete sync."""
 
     full: bool = Field(default=False, description="Re-sync every activity, not only new ones.")
+    activity_ids: list[int] = Field(
+        default_factory=list,
+        description="Activities to fetch in detail after the sync (from push events).",
+    )
 
 
 @dg.asset(
@@ -55,6 +59,7 @@ def strava_activities(
         run_id=context.run.run_id,
         owner_is_dead=run_is_finished(context.instance),
         final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
+        activity_ids=config.activity_ids,
     )
     context.log.info(
         f"athlete {key}: {outcome.status} ({outcome.mode}), +{outcome.added} "

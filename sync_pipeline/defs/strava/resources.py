@@ -287,6 +287,14 @@ class StravaResource(dg.ConfigurableResource):
         items = self.get_json(athlete_id, "/athlete/activities", params, stats=stats)
         return [SummaryActivity.from_api(d) for d in items]
 
+    def get_activity(
+        self, athlete_id: int, activity_id: int, *, stats: CallStats | None = None
+    ) -> SummaryActivity:
+        """GET /activities/{id} (DetailedActivity; typed columns plus the full payload)."""
+        return SummaryActivity.from_api(
+            self.get_json(athlete_id, f"/activities/{activity_id}", stats=stats)
+        )
+
     def get_athlete(self, athlete_id: int, *, stats: CallStats | None = None) -> dict[str, Any]:
         """GET /athlete with the athlete's own token."""
         result: dict[str, Any] = self.get_json(athlete_id, "/athlete", stats=stats)

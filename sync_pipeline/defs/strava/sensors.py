@@ -155,3 +155,86 @@ def strava_health_sensor(
             dead_letter_check(STRAVA_ACTIVITIES, DEAD_LETTER_CHECK, dead),
         ]
     )
+
+
+@dg.sensor(
+    job=strava_athlete_sync,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def strava_webhook_sensor(
+    context: dg.SensorEvaluationContext, strava: StravaResource
+) -> dg.SensorResult | dg.SkipReason:
+    """Turns stored Strava push events into work: one run per athlete per tick; deletions and
+    deauthorizations are applied at once."""
+    from sync_pipeline.core.inbox import events_after, mark_handled, set_outcomes
+    from sync_pipeline.defs.strava.athletes import disconnect
+    from sync_pipeline.defs.strava.sync import delete_activity
+
+    db_url = strava.app_db.url
+    cursor = int(context.cursor or 0)
+    # Events up to the cursor were committed together with their run requests: handled.
+    mark_handled(db_url, "strava", cursor)
+    events = events_after(db_url, "strava", cursor, limit=2000)
+    if not events:
+        return dg.SkipReason("no new push events")
+    connected = {str(a) for a in connected_athlete_ids(db_url)}
+    wanted: dict[str, set[int]] = defaultdict(set)
+    last_event: dict[str, int] = {}
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    deauthorized: list[str] = []
+    for ev in events:
+        owner = str(ev.owner_id)
+        if owner not in connected:
+            outcomes[ev.id] = ("unknown_athlete", None)
+        elif ev.object_type == "athlete":
+            if str((ev.updates or {}).get("authorized", "")).lower() == "false":
+                disconnect(strava, ev.owner_id, revoke=False)  # Strava's policy: purge data
+                connected.discard(owner)
+                wanted.pop(owner, None)
+                deauthorized.append(owner)
+                outcomes[ev.id] = ("deauthorized", None)
+            else:
+                outcomes[ev.id] = ("ignored", None)
+        elif ev.aspect_type == "delete":
+            delete_activity(db_url, ev.owner_id, ev.object_id)
+            wanted[owner].discard(ev.object_id)
+            outcomes[ev.id] = ("deleted", None)
+        else:
+            wanted[owner].add(ev.object_id)
+            last_event[owner] = ev.id
+    requests = []
+    for owner, ids in sorted(wanted.items()):
+        if owner not in last_event:
+            continue
+        run_key = f"webhook-{owner}-{last_event[owner]}"
+        requests.append(
+            dg.RunRequest(
+                partition_key=owner,
+                run_key=run_key,
+                run_config={
+                    "ops": {
+                        "strava_activities": {
+                            "config": {"full": False, "activity_ids": sorted(ids)}
+                        }
+                    }
+                },
+                tags=priorities.run_tags(priorities.WEBHOOK, SOURCE, "webhook"),
+            )
+        )
+        for ev in events:
+            if str(ev.owner_id) == owner and ev.id not in outcomes:
+                outcomes[ev.id] = ("run_requested", run_key)
+    set_outcomes(db_url, outcomes)
+    partition_requests = []
+    if deauthorized:
+        forget_partitions(context.instance, STRAVA_ACTIVITIES, SOURCE, deauthorized)
+        existing = set(context.instance.get_dynamic_partitions(strava_athletes.name or ""))
+        gone = [k for k in deauthorized if k in existing]
+        if gone:
+            partition_requests.append(strava_athletes.build_delete_request(gone))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=str(events[-1].id),
+    )

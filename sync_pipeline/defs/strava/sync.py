@@ -16,6 +16,7 @@ from sync_pipeline.core.checkpoints import LeaseHeldError, Session
 from sync_pipeline.core.db import transaction, upsert
 from sync_pipeline.core.errors import (
     AuthRevokedError,
+    NotFoundError,
     PermanentError,
     RateLimitedError,
     SyncError,
@@ -68,6 +69,8 @@ class SyncOutcome:
     error_class: str | None = None
     error: str | None = None
     retry_at: float | None = None
+    details_fetched: int = 0
+    activities_gone: int = 0
     exception: BaseException | None = field(default=None, repr=False)
     stats: CallStats = field(default_factory=CallStats)
 
@@ -89,6 +92,8 @@ class SyncOutcome:
             "api_retries": self.stats.retries,
             "rate_wait_seconds": round(self.stats.rate_wait_seconds, 3),
             "resumed_from_checkpoint": self.resumed,
+            "details_fetched": self.details_fetched,
+            "activities_gone_at_strava": self.activities_gone,
             "seconds": round(self.seconds, 3),
         }
         if self.error:
@@ -213,6 +218,41 @@ def _incremental(strava: StravaResource, outcome: SyncOutcome, session: Session)
             break
 
 
+def _refresh_activities(strava: StravaResource, outcome: SyncOutcome, ids: list[int]) -> None:
+    """Fetch named activities in detail (webhook create/update): new titles, privacy, etc.
+
+    An activity Strava no longer has was deleted there: it is removed here, recorded as
+    skipped-with-reason in the metadata, and not retried.
+    """
+    for activity_id in ids:
+        try:
+            activity = strava.get_activity(outcome.athlete_id, activity_id, stats=outcome.stats)
+        except NotFoundError:
+            delete_activity(strava.app_db.url, outcome.athlete_id, activity_id)
+            outcome.activities_gone += 1
+            continue
+        with transaction(strava.app_db.url) as s:
+            upsert(
+                s,
+                StravaActivity.__table__,
+                [_row(activity, utcnow())],
+                key=["id"],
+                update=UPDATABLE,
+            )
+        outcome.details_fetched += 1
+
+
+def delete_activity(db_url: str, athlete_id: int, activity_id: int) -> bool:
+    """Remove a stored activity (deleted on Strava) and everything derived from it."""
+    with transaction(db_url) as s:
+        result = s.execute(
+            delete(StravaActivity).where(
+                StravaActivity.id == activity_id, StravaActivity.athlete_id == athlete_id
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
 def mark_needs_reconnect(db_url: str, athlete_id: int, reason: str) -> None:
     """The athlete must authorize the app again; batch syncs skip them until then."""
     with transaction(db_url) as s:
@@ -232,6 +272,7 @@ def sync_athlete(
     hand_over_on_failure: bool = False,
     owner_is_dead: Callable[[str], bool] | None = None,
     final_attempt: bool = False,
+    activity_ids: list[int] | None = None,
 ) -> SyncOutcome:
     """Sync one athlete and record the outcome in its sync state; never raises SyncError.
 
@@ -282,6 +323,8 @@ def sync_athlete(
             _full(strava, outcome, session)
         else:
             _incremental(strava, outcome, session)
+        if activity_ids:
+            _refresh_activities(strava, outcome, activity_ids)
         cp.succeed(key, full=session.mode == "full")
         outcome.status = "succeeded"
     except RateLimitedError as exc:

@@ -1,0 +1,124 @@
+"""From stored push events to work: coalesced runs, deletions, deauthorization, crash safety."""
+
+from __future__ import annotations
+
+import dagster as dg
+from sqlalchemy import select
+
+from sync_pipeline.core import priorities
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, WebhookEvent
+from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.defs.strava.sensors import strava_athletes_sensor, strava_webhook_sensor
+from sync_pipeline.webhooks.app import StravaEvent, store_event
+from sync_pipeline_tests.conftest import Sandbox, connect
+from sync_pipeline_tests.defs.strava.test_assets import materialize, metadata
+from sync_pipeline_tests.defs.strava.test_sensors import apply
+
+
+def event(owner: int, object_id: int, aspect: str, t: int, **updates: str) -> StravaEvent:
+    kind = "athlete" if object_id == owner else "activity"
+    return StravaEvent(kind, object_id, aspect, owner, 1, t, dict(updates))
+
+
+def tick(instance: dg.DagsterInstance, strava: StravaResource, cursor: str | None):  # type: ignore[no-untyped-def]
+    with dg.build_sensor_context(
+        instance=instance, resources={"strava": strava}, cursor=cursor
+    ) as ctx:
+        return strava_webhook_sensor(ctx)
+
+
+def test_events_become_one_run_per_athlete_and_are_applied(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    a, b = connect(strava, sandbox, 3), connect(strava, sandbox, 3)
+    with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
+        apply(instance, strava_athletes_sensor(ctx))  # type: ignore[arg-type]
+    assert materialize(instance, strava, a).success and materialize(instance, strava, b).success
+    new_ids = sandbox.state.add_activities(a, 2)
+    renamed = sandbox.state.activity_ids(a)[-1]
+    sandbox.state.update_activity(renamed, name="Renamed by webhook", private=True)
+    removed = sandbox.state.activity_ids(b)[0]
+    db = strava.app_db.url
+    for ev in (
+        event(a, new_ids[0], "create", 1),
+        event(a, new_ids[1], "create", 2),
+        event(a, renamed, "update", 3, title="Renamed by webhook", private="true"),
+        event(b, removed, "delete", 4),
+        event(999, 5, "create", 5),  # not one of ours
+    ):
+        store_event(db, ev)
+    store_event(db, event(a, new_ids[0], "create", 1))  # a redelivery: stored once
+
+    result = tick(instance, strava, None)
+
+    assert isinstance(result, dg.SensorResult)
+    [req] = result.run_requests or []  # three events for `a` coalesce into one run
+    assert req.partition_key == str(a)
+    assert req.tags[priorities.PRIORITY_TAG] == str(priorities.WEBHOOK)
+    config = req.run_config["ops"]["strava_activities"]["config"]
+    assert config["activity_ids"] == sorted([*new_ids, renamed])
+    with transaction(db) as s:  # the delete was applied in the tick
+        assert s.get(StravaActivity, removed) is None
+        assert s.scalar(select(WebhookEvent.handled_at).limit(1)) is None  # not yet handled
+
+    # The run fetches the new and changed activities in detail.
+    run = dg.materialize(
+        [__import__("sync_pipeline.defs.strava.assets", fromlist=["x"]).strava_activities],
+        partition_key=str(a),
+        resources={"strava": strava},
+        instance=instance,
+        run_config=req.run_config,
+    )
+    md = metadata(run)
+    assert md["details_fetched"] == 3
+    with transaction(db) as s:
+        row = s.get(StravaActivity, renamed)
+        assert row is not None and row.name == "Renamed by webhook" and row.private is True
+
+    # Next tick (cursor committed by the daemon) marks the events handled; no new runs.
+    again = tick(instance, strava, result.cursor)
+    assert isinstance(again, dg.SkipReason)
+    with transaction(db) as s:
+        assert all(e.handled_at is not None for e in s.scalars(select(WebhookEvent)))
+
+
+def test_crash_before_cursor_commit_loses_nothing(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    a = connect(strava, sandbox, 1)
+    [new] = sandbox.state.add_activities(a, 1)
+    store_event(strava.app_db.url, event(a, new, "create", 1))
+
+    first = tick(instance, strava, None)
+    # The daemon died before committing `first` (cursor and runs): the next tick from the old
+    # cursor asks for the same run again, with the same run key, so it runs exactly once.
+    second = tick(instance, strava, None)
+
+    assert isinstance(first, dg.SensorResult) and isinstance(second, dg.SensorResult)
+    assert [r.run_key for r in first.run_requests or []] == [
+        r.run_key for r in second.run_requests or []
+    ]
+    with transaction(strava.app_db.url) as s:
+        assert s.scalar(select(WebhookEvent.handled_at)) is None
+
+
+def test_deauthorization_purges_the_athlete_in_one_tick(
+    instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
+) -> None:
+    a = connect(strava, sandbox, 4)
+    with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
+        apply(instance, strava_athletes_sensor(ctx))  # type: ignore[arg-type]
+    assert materialize(instance, strava, a).success
+    store_event(strava.app_db.url, event(a, a, "update", 9, authorized="false"))
+
+    result = tick(instance, strava, None)
+
+    assert isinstance(result, dg.SensorResult)
+    assert not result.run_requests
+    [delete] = result.dynamic_partitions_requests or []
+    assert list(delete.partition_keys) == [str(a)]
+    with transaction(strava.app_db.url) as s:
+        assert s.get(Athlete, a) is None
+        assert s.get(OAuthToken, ("strava", str(a))) is None
+        assert s.scalars(select(StravaActivity).where(StravaActivity.athlete_id == a)).all() == []
