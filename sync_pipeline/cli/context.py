@@ -37,8 +37,8 @@ def app_db(s: Settings) -> AppDatabaseResource:
     return resource
 
 
-def strava(s: Settings) -> StravaResource:
-    """The Strava client resource, configured like Dagster's."""
+def strava_credentials(s: Settings) -> dict[str, str]:
+    """The Strava app's client id and secret, or a clear error naming what is missing."""
     missing = [
         name
         for name, value in (
@@ -52,6 +52,12 @@ def strava(s: Settings) -> StravaResource:
             f"{', '.join(missing)} not set: put them in .env (see README) or run "
             "`sync-pipeline init` for the sandbox defaults."
         )
+    return {"client_id": s.strava_client_id, "client_secret": s.strava_client_secret}
+
+
+def strava(s: Settings) -> StravaResource:
+    """The Strava client resource, configured like Dagster's."""
+    strava_credentials(s)
     return StravaResource(
         app_db=app_db(s),
         client_id=s.strava_client_id,

@@ -44,20 +44,7 @@ def _subscription_ids() -> set[int] | None:
 
 
 def _credentials(s: Settings) -> dict[str, str]:
-    missing = [
-        name
-        for name, value in (
-            ("STRAVA_CLIENT_ID", s.strava_client_id),
-            ("STRAVA_CLIENT_SECRET", s.strava_client_secret),
-        )
-        if not value
-    ]
-    if missing:
-        raise click.ClickException(
-            f"{', '.join(missing)} not set: put them in .env (see README) or run "
-            "`sync-pipeline init` for the sandbox defaults."
-        )
-    return {"client_id": s.strava_client_id, "client_secret": s.strava_client_secret}
+    return context.strava_credentials(s)
 
 
 def _strava_error(response: httpx.Response) -> str:
