@@ -3,6 +3,7 @@ the Strava sandbox on loopback, and resources pointed at them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,14 @@ def _postgres_url() -> str | None:
 @pytest.fixture
 def db_url(tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated app database for one test."""
+    with fresh_database(tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(tmp_path: Path) -> Iterator[str]:
+    """A new migrated app database: SQLite under `tmp_path`, or a new PostgreSQL database
+    when SYNC_TEST_POSTGRES_URL is set (dropped afterwards)."""
     admin = _postgres_url()
     if admin is None:
         url = f"sqlite:///{tmp_path / 'app.db'}"
@@ -45,11 +54,13 @@ def db_url(tmp_path: Path) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = admin.rsplit("/", 1)[0] + f"/{name}"
-    db.upgrade(url)
-    yield url
-    db.dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        db.upgrade(url)
+        yield url
+    finally:
+        db.dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

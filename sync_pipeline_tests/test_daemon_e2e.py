@@ -40,6 +40,7 @@ from sync_pipeline_tests.conftest import (
     CLIENT_SECRET,
     Sandbox,
     connect,
+    fresh_database,
     make_strava,
     start_sandbox,
 )
@@ -140,8 +141,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     workdir.mkdir()
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
 
-    db_url = f"sqlite:///{root / 'app.db'}"
-    db.upgrade(db_url)
+    with fresh_database(root) as db_url:
+        yield from _deploy(root, home, workdir, db_url)
+
+
+def _deploy(root: Path, home: Path, workdir: Path, db_url: str) -> Iterator[Deployment]:
+    """Sandbox, connected athletes and a running daemon against `db_url`."""
     app_db = AppDatabaseResource(url=db_url, token_key=generate_key())
     server: SandboxServer
     server, sandbox = start_sandbox()
@@ -270,7 +275,7 @@ def test_manual_launch_is_queued_at_priority_10_and_run_by_the_daemon(
     assert queued.tags.get("dagster/partition") == str(athlete)
     finished = dep.wait_for(
         "the manually launched run to finish",
-        lambda: (r := dep.instance.get_run_by_id(run_id)) is not None and r.is_finished and r,
+        lambda: r if (r := dep.instance.get_run_by_id(run_id)) and r.is_finished else None,
     )
     assert finished.status == dg.DagsterRunStatus.SUCCESS, dep.diagnostics()
     # The run went through the queue: enqueued by the launch, started by the daemon.

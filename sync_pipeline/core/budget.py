@@ -9,11 +9,14 @@ when the provider saw more usage than we did (other apps sharing the key, clock 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, update
 from sqlalchemy.exc import IntegrityError
@@ -23,22 +26,51 @@ from sync_pipeline.core.errors import RateLimitedError
 from sync_pipeline.core.models import RateWindow
 
 
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 @dataclass(frozen=True)
 class Window:
-    """One limit: `limit` units per `seconds`, windows aligned to `offset` past the epoch."""
+    """One limit: `limit` units per `seconds`, windows aligned to `offset` past the epoch.
+
+    A `bucket` names the scope the limit applies to, e.g. ``strava:read:15min`` (per app) or
+    ``github:core:user:42`` (per user token); budgets of different buckets never interact.
+    With `tz`, a daily window runs from midnight to midnight in that time zone (YouTube's
+    quota day is Pacific time, 23 or 25 hours long on daylight-saving changes).
+    """
 
     bucket: str
     seconds: int
     limit: int
     offset: int = 0
+    tz: str | None = None
 
     def start(self, now: float) -> int:
         """Epoch second at which the window containing `now` began."""
+        if self.tz is not None:
+            local = dt.datetime.fromtimestamp(now, _zone(self.tz))
+            midnight = dt.datetime.combine(local.date(), dt.time(), _zone(self.tz))
+            return int(midnight.timestamp())
         return math.floor((now - self.offset) / self.seconds) * self.seconds + self.offset
 
     def end(self, now: float) -> int:
         """Epoch second at which the window containing `now` resets."""
+        if self.tz is not None:
+            local = dt.datetime.fromtimestamp(now, _zone(self.tz))
+            tomorrow = local.date() + dt.timedelta(days=1)
+            return int(dt.datetime.combine(tomorrow, dt.time(), _zone(self.tz)).timestamp())
         return self.start(now) + self.seconds
+
+    def guard(self) -> float:
+        """Seconds before a reset during which a call is charged to both windows."""
+        return min(1.0, self.seconds * 0.05)
+
+    def starts(self, now: float) -> list[int]:
+        """Windows a call made at `now` may land in at the provider (clock skew, latency)."""
+        first, second = self.start(now), self.start(now + self.guard())
+        return [first] if first == second else [first, second]
 
 
 @dataclass(frozen=True)
@@ -67,17 +99,23 @@ class RateBudget:
     def try_acquire(
         self, windows: Sequence[Window], cost: int = 1, now: float | None = None
     ) -> int:
-        """Spend `cost` in every window or in none: 0 if admitted, else the reset to wait for."""
+        """Spend `cost` in every window or in none: 0 if admitted, else the reset to wait for.
+
+        Just before a reset the call is charged to the ending window and to the next one: the
+        provider may count it in either, depending on latency and clock skew, and charging
+        only the old window would let the new one overspend.
+        """
         now = time.time() if now is None else now
-        self._ensure_rows(windows, now)
+        slots = [(w, start) for w in windows for start in w.starts(now)]
+        self._ensure_rows(slots)
         with transaction(self._db_url) as s:
-            for w in windows:
+            for w, start in slots:
                 result = s.execute(
                     update(RateWindow)
                     .where(
                         and_(
                             RateWindow.bucket == w.bucket,
-                            RateWindow.window_start == w.start(now),
+                            RateWindow.window_start == start,
                             RateWindow.used + cost <= RateWindow.limit,
                         )
                     )
@@ -85,7 +123,7 @@ class RateBudget:
                 )
                 if not getattr(result, "rowcount", 0):
                     s.rollback()
-                    return w.end(now)
+                    return w.end(start)
         return 0
 
     def acquire(
@@ -122,7 +160,7 @@ class RateBudget:
     ) -> None:
         """Correct windows from the provider's headers (window, used, limit): usage only rises."""
         now = time.time() if now is None else now
-        self._ensure_rows([w for w, _, _ in observations], now)
+        self._ensure_rows([(w, w.start(now)) for w, _, _ in observations])
         with transaction(self._db_url) as s:
             for window, used, limit in observations:
                 where = and_(
@@ -140,7 +178,7 @@ class RateBudget:
     def exhaust(self, window: Window, now: float | None = None) -> None:
         """Mark a window spent (the provider answered 429)."""
         now = time.time() if now is None else now
-        self._ensure_rows([window], now)
+        self._ensure_rows([(window, window.start(now))])
         with transaction(self._db_url) as s:
             s.execute(
                 update(RateWindow)
@@ -168,9 +206,8 @@ class RateBudget:
                 )
         return out
 
-    def _ensure_rows(self, windows: Sequence[Window], now: float) -> None:
-        for w in windows:
-            start = w.start(now)
+    def _ensure_rows(self, slots: Sequence[tuple[Window, int]]) -> None:
+        for w, start in slots:
             if (w.bucket, start) in self._known_rows:
                 continue
             with transaction(self._db_url) as s:
@@ -183,7 +220,7 @@ class RateBudget:
                         RateWindow(
                             bucket=w.bucket,
                             window_start=start,
-                            window_seconds=w.seconds,
+                            window_seconds=w.end(start) - start,
                             limit=w.limit,
                             used=0,
                         )

@@ -41,10 +41,10 @@ class LeaseHeldError(RuntimeError):
 class Checkpoints:
     """Sync state of one source's partitions in the app database."""
 
-    def __init__(self, db_url: str, source: str) -> None:
+    def __init__(self, db_url: str, source: str, ttl: dt.timedelta | None = None) -> None:
         self._db_url = db_url
         self.source = source
-        self._ttl = DEFAULT_LEASE_TTL
+        self._ttl = ttl or DEFAULT_LEASE_TTL
 
     def _ensure(self, key: str) -> None:
         with transaction(self._db_url) as s:

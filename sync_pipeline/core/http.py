@@ -8,6 +8,7 @@ longer is left to Dagster's RetryPolicy or to parking (see core.budget).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,15 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return None
 
 
+def sent_at(response: httpx.Response) -> float:
+    """Epoch time at which the request behind `response` was sent."""
+    value = response.extensions.get(SENT_AT)
+    return float(value) if value is not None else time.time()
+
+
+SENT_AT = "sync_pipeline.sent_at"
+
+
 class HttpSession:
     """A shared httpx client with explicit timeouts and bounded transient retries."""
 
@@ -107,6 +117,7 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
+        json: Any = None,
     ) -> httpx.Response:
         """Send a request; 5xx and network errors are retried, other statuses returned."""
         attempts = 0
@@ -118,14 +129,16 @@ class HttpSession:
                 before_attempt()
             if stats is not None:
                 stats.add(calls=1, retries=1 if attempts > 1 else 0)
+            sent = time.time()
             try:
                 response = self._client.request(
-                    method, path, headers=headers, params=params, data=data
+                    method, path, headers=headers, params=params, data=data, json=json
                 )
             except httpx.TimeoutException as exc:
                 raise TransientHttpError(f"{method} {path}: timed out ({exc!r})") from exc
             except httpx.TransportError as exc:
                 raise TransientHttpError(f"{method} {path}: connection failed ({exc!r})") from exc
+            response.extensions[SENT_AT] = sent
             if response.status_code >= 500:
                 raise TransientHttpError(
                     f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 from pydantic import Field
 
@@ -32,6 +34,6 @@ class AppDatabaseResource(dg.ConfigurableResource):
         """The shared rate budget."""
         return RateBudget(self.url)
 
-    def checkpoints(self, source: str) -> Checkpoints:
-        """Sync state of one source's partitions."""
-        return Checkpoints(self.url, source)
+    def checkpoints(self, source: str, ttl: dt.timedelta | None = None) -> Checkpoints:
+        """Sync state of one source's partitions (`ttl`: lease length renewed per page)."""
+        return Checkpoints(self.url, source, ttl=ttl)

@@ -31,7 +31,16 @@ class TokenSet:
         return self.expires_at is None or self.expires_at - margin > now
 
 
-Refresher = Callable[[str], TokenSet]
+Refresher = Callable[[TokenSet], TokenSet]
+"""Calls the provider with the stored tokens (refresh token, or the long-lived access token
+itself for providers such as Instagram) and returns the new set."""
+
+
+def refresh_token_of(tokens: TokenSet, provider: str) -> str:
+    """The refresh token a refresher needs, or AuthRevokedError telling the user to reconnect."""
+    if not tokens.refresh_token:
+        raise AuthRevokedError(f"{provider} account has no refresh token: reconnect it.")
+    return tokens.refresh_token
 
 
 class TokenStore:
@@ -81,6 +90,8 @@ class TokenStore:
         The refresh runs while holding a write lock on the token row (a row lock on
         PostgreSQL, the write lock on SQLite), so when several processes find the token
         expired at once exactly one calls the provider and the others use its result.
+        Refreshers must be quick and must not retry (one short-timeout attempt): on SQLite
+        the lock blocks every writer, whose busy timeout must outlast the refresh call.
         `force` with `stale_token` refreshes a token the provider rejected, unless another
         process has already replaced it.
         """
@@ -113,11 +124,7 @@ class TokenStore:
             replaced = stale_token is not None and locked.access_token != stale_token
             if replaced or (not force and locked.fresh(time.time(), margin)):
                 return locked.access_token
-            if not locked.refresh_token:
-                raise AuthRevokedError(
-                    f"{self.provider} account {account_id} has no refresh token: reconnect."
-                )
-            fresh = refresher(locked.refresh_token)
+            fresh = refresher(locked)
             if fresh.refresh_token is None:
                 # Providers that do not rotate keep the old refresh token valid.
                 fresh = TokenSet(

@@ -41,7 +41,7 @@ def budget(db_url: str) -> RateBudget:
 
 
 @pytest.mark.parametrize("limit", [1, 3, 10])
-@pytest.mark.parametrize("offset_in_window", [0.0, 30.0, 59.9])
+@pytest.mark.parametrize("offset_in_window", [0.0, 30.0, 58.9])
 def test_try_acquire_admits_exactly_limit_per_window(
     budget: RateBudget, limit: int, offset_in_window: float
 ) -> None:
@@ -57,6 +57,42 @@ def test_try_acquire_admits_exactly_limit_per_window(
     assert (usage.used, usage.left, usage.resets_at) == (limit, 0, T0 + 60)
     # The next window starts empty.
     assert budget.try_acquire([w], now=T0 + 60) == 0
+
+
+def test_calls_near_a_reset_are_charged_to_both_windows(budget: RateBudget) -> None:
+    # Sent 0.5 s before the reset, a call may reach the provider after it: it counts in both.
+    w = Window("t:reads", 60, 3)
+    assert w.guard() == 1.0
+    assert [budget.try_acquire([w], now=T0 + 59.5) for _ in range(3)] == [0, 0, 0]
+    assert budget.try_acquire([w], now=T0 + 60) == T0 + 120
+    assert budget.usage([w], now=T0 + 60)[0].used == 3
+
+
+def test_a_full_next_window_refuses_a_call_near_the_reset(budget: RateBudget) -> None:
+    w = Window("t:reads", 60, 2)
+    assert budget.try_acquire([w], cost=2, now=T0 + 60) == 0
+    # The current window has room, the next does not: all or nothing.
+    assert budget.try_acquire([w], now=T0 + 59.5) == T0 + 120
+    assert budget.usage([w], now=T0)[0].used == 0
+
+
+@pytest.mark.parametrize(
+    ("iso_now", "expected_start", "expected_hours"),
+    [
+        ("2026-03-07T12:00:00+00:00", "2026-03-07T00:00:00-08:00", 24),
+        ("2026-03-08T12:00:00+00:00", "2026-03-08T00:00:00-08:00", 23),  # DST starts
+        ("2026-11-01T12:00:00+00:00", "2026-11-01T00:00:00-07:00", 25),  # DST ends
+        ("2026-11-23T07:59:59+00:00", "2026-11-22T00:00:00-08:00", 24),
+    ],
+)
+def test_daily_window_in_a_time_zone_resets_at_local_midnight(
+    iso_now: str, expected_start: str, expected_hours: int
+) -> None:
+    w = Window("youtube:quota", 86400, 10_000, tz="America/Los_Angeles")
+    now = dt.datetime.fromisoformat(iso_now).timestamp()
+    start = dt.datetime.fromisoformat(expected_start).timestamp()
+    assert w.start(now) == start
+    assert w.end(now) - w.start(now) == expected_hours * 3600
 
 
 def test_cost_larger_than_room_is_refused_whole(budget: RateBudget) -> None:

@@ -19,13 +19,14 @@ from sync_pipeline.core.errors import (
     RateLimitedError,
     TransientError,
 )
-from sync_pipeline.core.http import CallStats, HttpSession
+from sync_pipeline.core.http import CallStats, HttpSession, sent_at
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.core.tokens import TokenSet
+from sync_pipeline.core.tokens import TokenSet, refresh_token_of
 from sync_pipeline.defs.strava.models import SummaryActivity, TokenGrant
 
 PROVIDER = "strava"
 MAX_PER_PAGE = 200
+REFRESH_TIMEOUT_SECONDS = 10.0
 
 
 def _pair(value: str | None) -> tuple[int, int] | None:
@@ -68,6 +69,7 @@ class StravaResource(dg.ConfigurableResource):
     )
 
     _session: HttpSession | None = PrivateAttr(default=None)
+    _auth_session: HttpSession | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -82,6 +84,18 @@ class StravaResource(dg.ConfigurableResource):
                 )
             return self._session
 
+    def _auth_http(self) -> HttpSession:
+        """Token endpoint client: one attempt, short timeout (it runs under the token lock)."""
+        with self._lock:
+            if self._auth_session is None:
+                self._auth_session = HttpSession(
+                    self.base_url,
+                    timeout=min(self.timeout_seconds, REFRESH_TIMEOUT_SECONDS),
+                    connect_timeout=min(self.connect_timeout_seconds, REFRESH_TIMEOUT_SECONDS),
+                    transient_retries=0,
+                )
+            return self._auth_session
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Close the connection pool at the end of a run."""
         self.close()
@@ -89,9 +103,10 @@ class StravaResource(dg.ConfigurableResource):
     def close(self) -> None:
         """Close the connection pool (CLI use)."""
         with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+            for session in (self._session, self._auth_session):
+                if session is not None:
+                    session.close()
+            self._session = self._auth_session = None
 
     def _seconds(self, seconds: int) -> int:
         return max(1, round(seconds / self.time_scale))
@@ -130,7 +145,7 @@ class StravaResource(dg.ConfigurableResource):
         return f"{self.base_url.rstrip('/')}/oauth/authorize?{urlencode(params)}"
 
     def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
-        response = self._http().request(
+        response = self._auth_http().request(
             "POST",
             "/oauth/token",
             data={"client_id": self.client_id, "client_secret": self.client_secret, **form},
@@ -150,8 +165,9 @@ class StravaResource(dg.ConfigurableResource):
         body = self._token_request({"grant_type": "authorization_code", "code": code})
         return TokenGrant(tokens=_token_set(body, scopes), athlete=body.get("athlete") or {})
 
-    def refresh(self, refresh_token: str) -> TokenSet:
+    def refresh(self, tokens: TokenSet) -> TokenSet:
         """Refresh an access token; Strava rotates the refresh token."""
+        refresh_token = refresh_token_of(tokens, "Strava")
         return _token_set(
             self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token}),
             "",
@@ -193,7 +209,8 @@ class StravaResource(dg.ConfigurableResource):
             obs.append((w15, usage[0], limit[0] if limit else None))
             obs.append((wday, usage[1], limit[1] if limit else None))
         if obs:
-            self.app_db.budget().observe(obs)
+            # Headers describe usage when the request was sent; attribute them to that window.
+            self.app_db.budget().observe(obs, now=sent_at(response))
 
     def _on_429(self, response: httpx.Response) -> RateLimitedError:
         windows = self.read_windows()

@@ -154,7 +154,7 @@ def _write_page(
         outcome.added += len(ids) - len(existing)
         outcome.updated += len(existing)
         outcome.pages += 1
-        st = strava.app_db.checkpoints(SOURCE)
+        st = strava.app_db.checkpoints(SOURCE, ttl=LEASE_TTL)
         st.checkpoint_in(
             s,
             outcome.partition_key,
@@ -199,7 +199,7 @@ def _incremental(strava: StravaResource, outcome: SyncOutcome, session: Session)
                 )
             )
         after = int(after or 0)
-        strava.app_db.checkpoints(SOURCE).checkpoint(
+        strava.app_db.checkpoints(SOURCE, ttl=LEASE_TTL).checkpoint(
             outcome.partition_key, cursor_after=after, pages_done=0, items_synced=0
         )
     pages, items = session.pages_done, session.items_synced
@@ -283,7 +283,7 @@ def sync_athlete(
     started = time.monotonic()
     outcome = SyncOutcome(athlete_id=athlete_id, mode=mode)
     db_url = strava.app_db.url
-    cp = strava.app_db.checkpoints(SOURCE)
+    cp = strava.app_db.checkpoints(SOURCE, ttl=LEASE_TTL)
     key = outcome.partition_key
     with transaction(db_url) as s:
         athlete = s.get(Athlete, athlete_id)
