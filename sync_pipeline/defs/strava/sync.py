@@ -5,24 +5,21 @@ the batch sweep and the CLI's direct mode."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from sync_pipeline.core.checkpoints import LeaseHeldError, Session
+from sync_pipeline.core.checkpoints import Session
 from sync_pipeline.core.db import transaction, upsert
 from sync_pipeline.core.errors import (
     AuthRevokedError,
     NotFoundError,
-    PermanentError,
-    RateLimitedError,
-    SyncError,
 )
-from sync_pipeline.core.http import CallStats
 from sync_pipeline.core.models import Athlete, StravaActivity, utcnow
+from sync_pipeline.core.sync_runner import RunContext, refuse, run_sync
+from sync_pipeline.core.sync_runner import SyncOutcome as BaseOutcome
 from sync_pipeline.defs.strava.models import SummaryActivity
 from sync_pipeline.defs.strava.resources import MAX_PER_PAGE, StravaResource
 
@@ -54,54 +51,28 @@ UPDATABLE = [
 
 
 @dataclass
-class SyncOutcome:
+class SyncOutcome(BaseOutcome):
     """What one athlete's sync did; its metadata is what the UI plots."""
 
-    athlete_id: int
-    mode: str
-    status: str = "running"  # succeeded | parked | failed | skipped
+    athlete_id: int = 0
     added: int = 0
     updated: int = 0
     deleted: int = 0
     pages: int = 0
-    resumed: bool = False
-    seconds: float = 0.0
-    error_class: str | None = None
-    error: str | None = None
-    retry_at: float | None = None
     details_fetched: int = 0
     activities_gone: int = 0
-    exception: BaseException | None = field(default=None, repr=False)
-    stats: CallStats = field(default_factory=CallStats)
-
-    @property
-    def partition_key(self) -> str:
-        """The athlete's partition key."""
-        return str(self.athlete_id)
 
     def metadata(self) -> dict[str, Any]:
         """Figures worth plotting, as Dagster metadata (no tokens, no personal data)."""
-        md: dict[str, Any] = {
-            "mode": self.mode,
-            "status": self.status,
+        return {
             "activities_added": self.added,
             "activities_updated": self.updated,
             "activities_deleted": self.deleted,
             "pages": self.pages,
-            "api_calls": self.stats.calls,
-            "api_retries": self.stats.retries,
-            "rate_wait_seconds": round(self.stats.rate_wait_seconds, 3),
-            "resumed_from_checkpoint": self.resumed,
             "details_fetched": self.details_fetched,
             "activities_gone_at_strava": self.activities_gone,
-            "seconds": round(self.seconds, 3),
+            **super().metadata(),
         }
-        if self.error:
-            md["error_class"] = self.error_class
-            md["error"] = self.error
-        if self.retry_at:
-            md["retry_at"] = dt.datetime.fromtimestamp(self.retry_at, dt.UTC).isoformat()
-        return md
 
 
 def _row(a: SummaryActivity, now: dt.datetime) -> dict[str, Any]:
@@ -280,89 +251,45 @@ def sync_athlete(
     that nothing will retry (permanent, or transient on the `final_attempt` of a
     single-partition run) is recorded as a dead letter.
     """
-    started = time.monotonic()
-    outcome = SyncOutcome(athlete_id=athlete_id, mode=mode)
+    outcome = SyncOutcome(key=str(athlete_id), mode=mode, athlete_id=athlete_id)
     db_url = strava.app_db.url
     cp = strava.app_db.checkpoints(SOURCE, ttl=LEASE_TTL)
-    key = outcome.partition_key
+    ctx = RunContext(owner, run_id, owner_is_dead, hand_over_on_failure, final_attempt)
     with transaction(db_url) as s:
         athlete = s.get(Athlete, athlete_id)
     if athlete is None or athlete.state == "disconnected":
-        outcome.status, outcome.error_class = "failed", "unknown_athlete"
-        outcome.error = (
-            f"Athlete {athlete_id} is not connected. Connect them with "
-            "`sync-pipeline athletes connect` or remove the partition."
+        return refuse(
+            cp,
+            outcome,
+            ctx,
+            error_class="unknown_athlete",
+            message=f"Athlete {athlete_id} is not connected. Connect them with "
+            "`sync-pipeline athletes connect` or remove the partition.",
+            record=False,
         )
-        return outcome
     if athlete.state == "needs_reconnect":
-        outcome.status, outcome.error_class = "failed", AuthRevokedError.error_class
-        outcome.error = (
-            f"Athlete {athlete_id} needs to reconnect ({athlete.state_reason}); "
-            "no API call was made. Re-run `sync-pipeline athletes connect` for them."
+        return refuse(
+            cp,
+            outcome,
+            ctx,
+            error_class=AuthRevokedError.error_class,
+            message=f"Athlete {athlete_id} needs to reconnect ({athlete.state_reason}); "
+            "no API call was made. Re-run `sync-pipeline athletes connect` for them.",
         )
-        cp.fail(
-            key,
-            error_class=outcome.error_class,
-            message=outcome.error,
-            run_id=run_id,
-            dead=not hand_over_on_failure,
-        )
-        return outcome
-    try:
-        cp.claim(key, owner, LEASE_TTL, owner_is_dead=owner_is_dead)
-    except LeaseHeldError as exc:
-        outcome.status, outcome.error = "skipped", str(exc)
-        return outcome
-    try:
-        state = cp.get(key)
-        if mode == "incremental" and (state is None or state.last_full_sync_at is None):
-            mode = outcome.mode = "full"  # nothing to be incremental against yet
-        session = cp.begin(key, mode, run_id)
-        outcome.mode, outcome.resumed = session.mode, session.resumed
+
+    def work(session: Session) -> None:
         if session.mode == "full":
             _full(strava, outcome, session)
         else:
             _incremental(strava, outcome, session)
         if activity_ids:
             _refresh_activities(strava, outcome, activity_ids)
-        cp.succeed(key, full=session.mode == "full")
-        outcome.status = "succeeded"
-    except RateLimitedError as exc:
-        outcome.status, outcome.error_class, outcome.error = "parked", exc.error_class, str(exc)
-        outcome.retry_at = exc.retry_at
-        cp.park(
-            key,
-            until=dt.datetime.fromtimestamp(exc.retry_at, dt.UTC),
-            reason=str(exc),
-            mode=outcome.mode,
-        )
-    except SyncError as exc:
-        outcome.status, outcome.error_class, outcome.error = "failed", exc.error_class, str(exc)
-        if isinstance(exc, AuthRevokedError):
-            mark_needs_reconnect(db_url, athlete_id, str(exc))
-        cp.fail(
-            key,
-            error_class=exc.error_class,
-            message=str(exc),
-            run_id=run_id,
-            hand_over_mode=outcome.mode if hand_over_on_failure else None,
-            keep_session=not isinstance(exc, PermanentError),
-            dead=not hand_over_on_failure and (isinstance(exc, PermanentError) or final_attempt),
-        )
-        outcome.exception = exc
-    except Exception as exc:  # a bug or an unexpected payload: recorded, never hides others
-        outcome.status, outcome.error_class = "failed", "error"
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        cp.fail(
-            key,
-            error_class="error",
-            message=outcome.error,
-            run_id=run_id,
-            hand_over_mode=outcome.mode if hand_over_on_failure else None,
-            dead=not hand_over_on_failure and final_attempt,
-        )
-        outcome.exception = exc
-    finally:
-        cp.release(key, owner)
-        outcome.seconds = time.monotonic() - started
-    return outcome
+
+    return run_sync(
+        cp,
+        outcome,
+        ctx,
+        work,
+        lease_ttl=LEASE_TTL,
+        on_auth_revoked=lambda reason: mark_needs_reconnect(db_url, athlete_id, reason),
+    )
