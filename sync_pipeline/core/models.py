@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -198,3 +199,70 @@ class WebhookEvent(Base):
     handled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     run_key: Mapped[str | None] = mapped_column(String(128))
     outcome: Mapped[str | None] = mapped_column(String(32))
+
+
+class AppUser(Base):
+    """A user of the app (consistency tracker); their local day is counted in `timezone`."""
+
+    __tablename__ = "app_users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlatformConnection(Base):
+    """One user's account at one platform; tokens live in oauth_tokens (provider, user id)."""
+
+    __tablename__ = "platform_connections"
+    __table_args__ = (Index("ix_platform_connections_account", "platform", "account_id"),)
+
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("app_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[str | None] = mapped_column(String(128))
+    # connected | needs_reconnect
+    state: Mapped[str] = mapped_column(String(16), default="connected", index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    # Private: synced for the owner, never part of a public output.
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    scopes: Mapped[str] = mapped_column(String(255), default="")
+    # Provider-specific sync hints (e.g. YouTube uploads playlist id, GitHub events ETag).
+    extra: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    connected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DailyActivity(Base):
+    """Items one user made on one platform on one local day (exactly one row per day)."""
+
+    __tablename__ = "daily_activity"
+
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("app_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    synced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsistencyScore(Base):
+    """A user's consistency figures: `owner` counts every platform, `public` only public ones."""
+
+    __tablename__ = "consistency_scores"
+
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("app_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant: Mapped[str] = mapped_column(String(8), primary_key=True)  # owner | public
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    current_streak: Mapped[int] = mapped_column(Integer, default=0)
+    longest_streak: Mapped[int] = mapped_column(Integer, default=0)
+    rate_7d: Mapped[float] = mapped_column(Float, default=0.0)
+    rate_30d: Mapped[float] = mapped_column(Float, default=0.0)
+    # {platform: active days} over the synced history (public: public platforms only).
+    active_days: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import http.server
-import queue
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 from sqlalchemy import delete, func, select
 
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.errors import AuthRevokedError, ConfigError, SyncError
+from sync_pipeline.core.errors import AuthRevokedError, SyncError
 from sync_pipeline.core.models import Athlete, StravaActivity, SyncState
+from sync_pipeline.core.oauth import capture_redirect
 from sync_pipeline.defs.strava.resources import PROVIDER, StravaResource
 from sync_pipeline.defs.strava.sync import SOURCE
 
@@ -112,26 +110,6 @@ def store_grant(strava: StravaResource, code: str, scopes: str) -> int:
     return grant.athlete_id
 
 
-class _CallbackHandler(http.server.BaseHTTPRequestHandler):
-    results: queue.Queue[dict[str, str]]
-
-    def do_GET(self) -> None:
-        query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
-        self.results.put(query)
-        ok = "code" in query
-        self.send_response(200 if ok else 400)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(
-            b"Connected. You can close this tab.\n"
-            if ok
-            else f"Strava did not authorize: {query.get('error', 'no code')}\n".encode()
-        )
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet; never log codes
-        return
-
-
 def connect_via_oauth(
     strava: StravaResource,
     *,
@@ -140,7 +118,7 @@ def connect_via_oauth(
     auto_approve: bool,
     sandbox_athlete_id: int | None = None,
     timeout: float = 300.0,
-    on_url: object = None,
+    on_url: Callable[[str], None] | None = None,
 ) -> int:
     """Run the OAuth authorization-code flow with a local callback server.
 
@@ -148,34 +126,16 @@ def connect_via_oauth(
     URL and follows Strava's redirect to the callback. Otherwise `on_url(url)` is called so a
     person can open the URL; the flow waits for the redirect.
     """
-    results: queue.Queue[dict[str, str]] = queue.Queue()
-    handler = type("Handler", (_CallbackHandler,), {"results": results})
-    server = http.server.ThreadingHTTPServer((redirect_host, redirect_port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        redirect_uri = f"http://{redirect_host}:{server.server_address[1]}/strava/callback"
-        extra = {"sandbox_athlete_id": str(sandbox_athlete_id)} if sandbox_athlete_id else {}
-        url = strava.authorize_url(redirect_uri, state="sync-pipeline", **extra)
-        if auto_approve:
-            with httpx.Client(follow_redirects=True, timeout=30) as browser:
-                response = browser.get(url)
-            if response.status_code >= 400 and results.empty():
-                raise ConfigError(
-                    f"The consent page answered HTTP {response.status_code}: {response.text[:200]}"
-                    " — check STRAVA_CLIENT_ID and STRAVA_BASE_URL."
-                )
-        elif callable(on_url):
-            on_url(url)
-        try:
-            query = results.get(timeout=timeout)
-        except queue.Empty as exc:
-            raise ConfigError(f"No OAuth redirect arrived within {timeout:.0f} s.") from exc
-    finally:
-        server.shutdown()
-        server.server_close()
-    if "code" not in query:
-        raise AuthRevokedError(f"Strava did not authorize the app: {query.get('error', '?')}")
+    extra = {"sandbox_athlete_id": str(sandbox_athlete_id)} if sandbox_athlete_id else {}
+    query, _ = capture_redirect(
+        "Strava",
+        lambda redirect_uri: strava.authorize_url(redirect_uri, state="sync-pipeline", **extra),
+        auto_approve=auto_approve,
+        on_url=on_url,
+        redirect_host=redirect_host,
+        redirect_port=redirect_port,
+        timeout=timeout,
+    )
     return store_grant(strava, query["code"], query.get("scope", ""))
 
 

@@ -1,0 +1,302 @@
+"""Dagster definitions of one consistency-tracker platform, built the same way for each.
+
+Per platform (`github`, `youtube`, `x`, `instagram`), bound to the resource of that name:
+- `<platform>_daily_activity`: asset partitioned by user (one user's daily counts);
+- `<platform>_user_sync`: single-user job at manual priority (UI, CLI, retries);
+- `<platform>_sweep_job`: batch run over many users, each user's outcome logged on its own
+  partition, failures handed over to single-user retry runs at lowered priority;
+- the 6-hourly sweep schedule, the retry and parked sensors, and a dead-letter check.
+Every run carries `sync_pipeline/source=<platform>`, which dagster.yaml limits per platform,
+so one platform's backlog never takes every slot.
+"""
+
+import hashlib
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from sync_pipeline.core import priorities
+from sync_pipeline.core.dagster_events import (
+    RETRY_POLICY,
+    batch_events,
+    run_is_finished,
+    single_partition_events,
+)
+from sync_pipeline.core.daily import DEFAULT_TRAILING_DAYS, DailyActivityClient, sync_daily
+from sync_pipeline.core.health import dead_letter_check
+from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
+from sync_pipeline.defs.users.accounts import connected_user_ids
+from sync_pipeline.defs.users.partitions import users
+from sync_pipeline.defs.users.scores import CONSISTENCY, refresh_scores
+
+SWEEP_BATCH = 500
+SINGLE_RUN_MAX_RUNTIME = 1800
+SWEEP_MAX_RUNTIME = 4 * 3600
+DEAD_LETTER_CHECK = "no_dead_letters"
+
+
+class UserSyncConfig(dg.Config):
+    """Options of a single-user platform sync."""
+
+    trailing_days: int = Field(
+        default=DEFAULT_TRAILING_DAYS, ge=1, le=366, description="Days re-synced before today."
+    )
+
+
+class SweepConfig(dg.Config):
+    """Which users a platform sweep covers."""
+
+    shard: int = Field(default=0, ge=0, description="This run's shard of the users.")
+    shards: int = Field(default=1, ge=1, description="Users are split by hash modulo shards.")
+    users: list[str] = Field(default_factory=list, description="Explicit user ids.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Users synced at once.")
+    trailing_days: int = Field(default=DEFAULT_TRAILING_DAYS, ge=1, le=366)
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """Stable shard of a user id."""
+    return int(hashlib.sha1(user_id.encode()).hexdigest()[:8], 16) % shards
+
+
+@dataclass(frozen=True)
+class PlatformDefs:
+    """Everything one platform contributes to the code location."""
+
+    asset: dg.AssetsDefinition
+    user_job: Any
+    sweep_job: dg.JobDefinition
+    schedule: dg.ScheduleDefinition
+    retry_sensor: dg.SensorDefinition
+    parked_sensor: dg.SensorDefinition
+    check: dg.AssetChecksDefinition
+
+
+def build_platform(platform: str, title: str) -> PlatformDefs:
+    """Definitions of one platform; `title` is its display name."""
+    asset_key = dg.AssetKey(f"{platform}_daily_activity")
+    op_name = f"{platform}_daily_activity"
+
+    def client_of(context: Any) -> DailyActivityClient:
+        client: DailyActivityClient = getattr(context.resources, platform)
+        client.app_db.check()
+        return client
+
+    @dg.asset(
+        name=op_name,
+        partitions_def=users,
+        group_name="consistency",
+        kinds={platform},
+        retry_policy=RETRY_POLICY,
+        output_required=False,
+        required_resource_keys={platform},
+        metadata={"source": platform},
+        description=f"Items per local day of one user on {title} (trailing days re-synced).",
+    )
+    def daily_activity(
+        context: dg.AssetExecutionContext, config: UserSyncConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetMaterialization]:
+        client = client_of(context)
+        key = context.partition_key
+        client.app_db.checkpoints(platform).clear_hand_over(key)
+        outcome = sync_daily(
+            client,
+            key,
+            RunContext(
+                owner=context.run.run_id,
+                run_id=context.run.run_id,
+                owner_is_dead=run_is_finished(context.instance),
+                final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
+            ),
+            trailing_days=config.trailing_days,
+        )
+        context.log.info(f"user {key} on {title}: {outcome.status} {outcome.figures}")
+        if outcome.status == "succeeded":
+            yield from refresh_scores(client.app_db.url, [key])
+        yield from single_partition_events(asset_key, outcome)
+
+    user_job = dg.define_asset_job(
+        f"{platform}_user_sync",
+        selection=[daily_activity],
+        description=f"Sync one user's {title} activity (manual priority).",
+        executor_def=dg.in_process_executor,
+        tags={
+            priorities.PRIORITY_TAG: str(priorities.MANUAL),
+            priorities.SOURCE_TAG: platform,
+            "dagster/max_runtime": SINGLE_RUN_MAX_RUNTIME,
+        },
+    )
+
+    @dg.op(
+        name=f"{platform}_sweep",
+        out=dg.Out(dg.Nothing),
+        required_resource_keys={platform},
+        tags={priorities.SOURCE_TAG: platform},
+    )
+    def sweep(
+        context: dg.OpExecutionContext, config: SweepConfig
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.Output[None]]:
+        client = client_of(context)
+        if config.users:
+            keys = sorted(set(config.users))
+        else:
+            keys = [
+                u
+                for u in connected_user_ids(client.app_db.url, platform)
+                if shard_of(u, config.shards) == config.shard
+            ]
+        ctx = RunContext(
+            owner=context.run.run_id,
+            run_id=context.run.run_id,
+            owner_is_dead=run_is_finished(context.instance),
+            hand_over_on_failure=True,
+        )
+        counts: dict[str, int] = {}
+        calls = items = 0
+        done: list[str] = []
+        with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+            futures = [
+                pool.submit(sync_daily, client, key, ctx, trailing_days=config.trailing_days)
+                for key in keys
+            ]
+            for future in futures:
+                outcome: SyncOutcome = future.result()
+                counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                calls += outcome.stats.calls
+                items += int(outcome.figures.get("items", 0))
+                if outcome.status == "succeeded":
+                    done.append(outcome.key)
+                elif outcome.status == "failed":
+                    context.log.warning(f"user {outcome.key} failed: {outcome.error}")
+                yield from batch_events(asset_key, outcome)
+        yield from refresh_scores(client.app_db.url, done)
+        context.log.info(f"{title} sweep of {len(keys)} users: {counts}, {calls} API calls")
+        yield dg.Output(
+            None,
+            metadata={
+                "users": len(keys),
+                **{f"users_{k}": v for k, v in sorted(counts.items())},
+                "items": items,
+                "api_calls": calls,
+            },
+        )
+
+    @dg.job(
+        name=f"{platform}_sweep_job",
+        executor_def=dg.in_process_executor,
+        tags={"dagster/max_runtime": SWEEP_MAX_RUNTIME, priorities.SOURCE_TAG: platform},
+        description=f"Batch sync of many users' {title} activity per run.",
+    )
+    def sweep_job() -> None:
+        sweep()
+
+    def sweep_config(**config: Any) -> dict[str, Any]:
+        return {"ops": {f"{platform}_sweep": {"config": config}}}
+
+    @dg.schedule(
+        name=f"{platform}_sync_all",
+        job=sweep_job,
+        cron_schedule="0 */6 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        required_resource_keys={platform},
+        description=f"Every 6 hours: sync every user connected to {title}, in batches.",
+    )
+    def sync_all(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        client: DailyActivityClient = getattr(context.resources, platform)
+        n = len(connected_user_ids(client.app_db.url, platform))
+        if n == 0:
+            return dg.SkipReason(f"no users connected to {title}")
+        shards = math.ceil(n / SWEEP_BATCH)
+        stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
+        return [
+            dg.RunRequest(
+                run_key=f"{platform}-{stamp}-{shard}of{shards}",
+                run_config=sweep_config(shard=shard, shards=shards),
+                tags=priorities.run_tags(priorities.BATCH, platform, "schedule"),
+            )
+            for shard in range(shards)
+        ]
+
+    @dg.sensor(
+        name=f"{platform}_retry_sensor",
+        job=user_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={platform},
+        description=f"Users a {title} sweep failed become single-user runs at lowered priority.",
+    )
+    def retry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        client: DailyActivityClient = getattr(context.resources, platform)
+        failed = client.app_db.checkpoints(platform).handed_over()
+        known = set(context.instance.get_dynamic_partitions(users.name or ""))
+        requests = [
+            dg.RunRequest(
+                partition_key=st.partition_key,
+                run_key=f"retry-{platform}-{st.partition_key}-{st.failure_seq}",
+                tags=priorities.run_tags(priorities.RETRY, platform, "retry"),
+            )
+            for st in failed
+            if st.partition_key in known
+        ]
+        if not requests:
+            return dg.SkipReason(f"no failed {title} users waiting for a retry")
+        return dg.SensorResult(run_requests=requests)
+
+    @dg.sensor(
+        name=f"{platform}_parked_sensor",
+        job=sweep_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={platform},
+        description=f"Re-requests {title} syncs parked on a spent budget after the reset.",
+    )
+    def parked_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        client: DailyActivityClient = getattr(context.resources, platform)
+        due = sorted(
+            (st.partition_key, str(st.blocked_until))
+            for st in client.app_db.checkpoints(platform).parked_due()
+        )
+        requests = []
+        for i in range(0, len(due), SWEEP_BATCH):
+            chunk = due[i : i + SWEEP_BATCH]
+            digest = hashlib.sha1(repr(chunk).encode()).hexdigest()[:16]
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"parked-{platform}-{digest}",
+                    run_config=sweep_config(users=[key for key, _ in chunk]),
+                    tags=priorities.run_tags(priorities.BATCH, platform, "parked"),
+                )
+            )
+        if not requests:
+            return dg.SkipReason(f"no parked {title} work due")
+        return dg.SensorResult(run_requests=requests)
+
+    @dg.asset_check(
+        asset=daily_activity,
+        name=DEAD_LETTER_CHECK,
+        required_resource_keys={platform},
+        description=f"Fails while {title} syncs have dead letters.",
+    )
+    def no_dead_letters(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        client: DailyActivityClient = getattr(context.resources, platform)
+        evaluation = dead_letter_check(
+            asset_key, DEAD_LETTER_CHECK, client.app_db.checkpoints(platform).dead_letters()
+        )
+        return dg.AssetCheckResult(
+            passed=evaluation.passed,
+            metadata=evaluation.metadata,
+            severity=evaluation.severity,
+            description=evaluation.description,
+        )
+
+    return PlatformDefs(
+        daily_activity, user_job, sweep_job, sync_all, retry_sensor, parked_sensor, no_dead_letters
+    )
+
+
+__all__ = ["CONSISTENCY", "PlatformDefs", "build_platform"]
