@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sync_pipeline.core import db
+from sync_pipeline.core.daily import DailyActivityClient
 from sync_pipeline.core.errors import ConfigError
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import ENV_FILE, Settings, load_env_file, sandbox_env
@@ -67,9 +68,56 @@ def strava(s: Settings) -> StravaResource:
     )
 
 
+def _add_missing_sandbox_settings(env_path: Path, sandbox_port: int) -> None:
+    """Append sandbox settings of platforms added since `.env` was written (keeps secrets)."""
+    from dotenv import dotenv_values
+
+    from sync_pipeline.core.settings import platform_sandbox_env
+
+    present = dotenv_values(env_path)
+    if "STRAVA_BASE_URL" not in present or "127.0.0.1" not in str(present["STRAVA_BASE_URL"]):
+        return  # configured for real APIs: never add sandbox settings
+    missing = {k: v for k, v in platform_sandbox_env(sandbox_port).items() if k not in present}
+    if missing:
+        with env_path.open("a") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in missing.items()))
+
+
+PLATFORM_RESOURCES = {
+    "github": ("sync_pipeline.defs.github.resources", "GitHubResource"),
+    "youtube": ("sync_pipeline.defs.youtube.resources", "YouTubeResource"),
+    "x": ("sync_pipeline.defs.x.resources", "XResource"),
+    "instagram": ("sync_pipeline.defs.instagram.resources", "InstagramResource"),
+}
+
+
+def platform_client(s: Settings, platform: str) -> DailyActivityClient:
+    """The client resource of a consistency platform, configured like Dagster's."""
+    import importlib
+
+    if platform not in PLATFORM_RESOURCES:
+        raise click.BadParameter(
+            f"unknown platform {platform!r}; choose one of {', '.join(PLATFORM_RESOURCES)}"
+        )
+    config = s.platforms.get(platform, {})
+    missing = [k for k in ("client_id", "client_secret") if k not in config]
+    if missing:
+        names = ", ".join(f"{platform.upper()}_{k.upper()}" for k in missing)
+        raise click.ClickException(
+            f"{names} not set: put them in .env (see README) or run `sync-pipeline init` "
+            "for the sandbox defaults."
+        )
+    module, name = PLATFORM_RESOURCES[platform]
+    cls = getattr(importlib.import_module(module), name)
+    client: DailyActivityClient = cls(app_db=app_db(s), **config)
+    return client
+
+
 def init_home(*, sandbox_port: int, force_env: bool = False) -> Settings:
     """Create `.env` (sandbox defaults) if missing, the Dagster home and the app schema."""
     env_path = Path.cwd() / ENV_FILE
+    if env_path.exists() and not force_env:
+        _add_missing_sandbox_settings(env_path, sandbox_port)
     if force_env or not env_path.exists():
         home = Path(os.environ.get("SYNC_HOME", ".sync_home")).resolve()
         values = sandbox_env(home, sandbox_port)

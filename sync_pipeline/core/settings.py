@@ -18,6 +18,8 @@ from sync_pipeline.core.crypto import generate_key
 ENV_FILE = ".env"
 SANDBOX_CLIENT_ID = "12345"
 DEFAULT_SANDBOX_PORT = 8710
+#: Consistency-tracker platforms and the sandbox port offset from the Strava sandbox's port.
+PLATFORM_PORTS = {"github": 1, "youtube": 2, "x": 3, "instagram": 4}
 
 
 def load_env_file(path: Path | None = None) -> None:
@@ -41,6 +43,7 @@ class Settings:
     strava_client_secret: str
     strava_base_url: str
     strava_time_scale: int
+    platforms: dict[str, dict[str, str]]
 
     @property
     def dagster_home(self) -> Path:
@@ -60,7 +63,32 @@ class Settings:
             strava_client_secret=os.environ.get("STRAVA_CLIENT_SECRET", ""),
             strava_base_url=os.environ.get("STRAVA_BASE_URL", "https://www.strava.com"),
             strava_time_scale=int(os.environ.get("STRAVA_TIME_SCALE", "1")),
+            platforms={p: platform_settings(p) for p in PLATFORM_PORTS},
         )
+
+
+def platform_settings(platform: str) -> dict[str, str]:
+    """`<PLATFORM>_CLIENT_ID`, `_CLIENT_SECRET`, `_BASE_URL`, `_OAUTH_URL` (set ones only)."""
+    prefix = platform.upper()
+    found = {
+        "client_id": os.environ.get(f"{prefix}_CLIENT_ID", ""),
+        "client_secret": os.environ.get(f"{prefix}_CLIENT_SECRET", ""),
+        "base_url": os.environ.get(f"{prefix}_BASE_URL", ""),
+        "oauth_base_url": os.environ.get(f"{prefix}_OAUTH_URL", ""),
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def platform_sandbox_env(sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[str, str]:
+    """Settings pointing every consistency platform at its sandbox."""
+    env: dict[str, str] = {}
+    for platform, offset in PLATFORM_PORTS.items():
+        prefix, url = platform.upper(), f"http://127.0.0.1:{sandbox_port + offset}"
+        env[f"{prefix}_CLIENT_ID"] = f"sandbox-{platform}-client"
+        env[f"{prefix}_CLIENT_SECRET"] = "sandbox-" + secrets.token_hex(8)
+        env[f"{prefix}_BASE_URL"] = url
+        env[f"{prefix}_OAUTH_URL"] = url
+    return env
 
 
 def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[str, str]:
@@ -75,4 +103,5 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         "STRAVA_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
         "STRAVA_TIME_SCALE": "1",
         "STRAVA_WEBHOOK_VERIFY_TOKEN": secrets.token_urlsafe(16),
+        **platform_sandbox_env(sandbox_port),
     }
