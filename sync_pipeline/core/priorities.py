@@ -5,6 +5,10 @@ from __future__ import annotations
 PRIORITY_TAG = "dagster/priority"
 SOURCE_TAG = "sync_pipeline/source"
 TRIGGER_TAG = "sync_pipeline/trigger"
+# interactive (manual, webhook, new user) | batch (sweeps, parked work, retries). dagster.yaml
+# caps interactive runs below max_concurrent_runs, so a flood of them always leaves a slot
+# for queued batch work: Dagster's queue has no aging, this reservation bounds the wait.
+LANE_TAG = "sync_pipeline/lane"
 
 MANUAL = 10  # UI, CLI, `dagster job launch`: pass the batch
 WEBHOOK = 5  # provider push events
@@ -13,6 +17,21 @@ BATCH = 0  # scheduled sweeps
 RETRY = -1  # failed work handed over for a single-partition retry, at lowered priority
 
 
+def lane(priority: int) -> str:
+    """The capacity lane of a priority: above batch is interactive."""
+    return "interactive" if priority > BATCH else "batch"
+
+
 def run_tags(priority: int, source: str, trigger: str) -> dict[str, str]:
     """Tags every run created by the project carries."""
-    return {PRIORITY_TAG: str(priority), SOURCE_TAG: source, TRIGGER_TAG: trigger}
+    return {
+        PRIORITY_TAG: str(priority),
+        SOURCE_TAG: source,
+        TRIGGER_TAG: trigger,
+        LANE_TAG: lane(priority),
+    }
+
+
+def job_tags(priority: int, source: str) -> dict[str, str]:
+    """Default tags of a job (runs launched from the UI or `dagster job launch`)."""
+    return {PRIORITY_TAG: str(priority), SOURCE_TAG: source, LANE_TAG: lane(priority)}

@@ -133,7 +133,10 @@ def strava_sweep(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    tags={"dagster/max_runtime": SWEEP_MAX_RUNTIME, priorities.SOURCE_TAG: SOURCE},
+    tags={
+        "dagster/max_runtime": SWEEP_MAX_RUNTIME,
+        **priorities.job_tags(priorities.BATCH, SOURCE),
+    },
 )
 def strava_sweep_job() -> None:
     """Batch sync of many Strava athletes per run (scheduled sweeps, parked work)."""
@@ -146,8 +149,7 @@ strava_athlete_sync = dg.define_asset_job(
     description="Sync one Strava athlete (manual syncs run at priority 10, above the batch).",
     executor_def=dg.in_process_executor,
     tags={
-        priorities.PRIORITY_TAG: str(priorities.MANUAL),
-        priorities.SOURCE_TAG: SOURCE,
+        **priorities.job_tags(priorities.MANUAL, SOURCE),
         "dagster/max_runtime": SINGLE_RUN_MAX_RUNTIME,
     },
 )

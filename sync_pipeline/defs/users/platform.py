@@ -125,8 +125,7 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
         description=f"Sync one user's {title} activity (manual priority).",
         executor_def=dg.in_process_executor,
         tags={
-            priorities.PRIORITY_TAG: str(priorities.MANUAL),
-            priorities.SOURCE_TAG: platform,
+            **priorities.job_tags(priorities.MANUAL, platform),
             "dagster/max_runtime": SINGLE_RUN_MAX_RUNTIME,
         },
     )
@@ -188,7 +187,10 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
     @dg.job(
         name=f"{platform}_sweep_job",
         executor_def=dg.in_process_executor,
-        tags={"dagster/max_runtime": SWEEP_MAX_RUNTIME, priorities.SOURCE_TAG: platform},
+        tags={
+            "dagster/max_runtime": SWEEP_MAX_RUNTIME,
+            **priorities.job_tags(priorities.BATCH, platform),
+        },
         description=f"Batch sync of many users' {title} activity per run.",
     )
     def sweep_job() -> None:

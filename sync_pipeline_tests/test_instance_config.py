@@ -1,0 +1,62 @@
+"""dagster.yaml and its PostgreSQL variant agree, and the queue settings the design relies on
+are there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sync_pipeline.core import priorities
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
+    return data
+
+
+def test_postgres_variant_is_dagster_yaml_plus_storage() -> None:
+    pg = load("dagster.postgres.yaml")
+    assert pg.pop("storage") == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert pg == load("dagster.yaml")
+
+
+def limits() -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = load("dagster.yaml")["run_queue"]["tag_concurrency_limits"]
+    return found
+
+
+@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram"])
+def test_every_source_is_capped_below_the_run_slots(source: str) -> None:
+    slots = load("dagster.yaml")["run_queue"]["max_concurrent_runs"]
+    [cap] = [
+        x["limit"] for x in limits() if x["key"] == priorities.SOURCE_TAG and x["value"] == source
+    ]
+    assert 0 < cap < slots
+
+
+def test_interactive_lane_leaves_a_slot_for_batch_work() -> None:
+    slots = load("dagster.yaml")["run_queue"]["max_concurrent_runs"]
+    [cap] = [
+        x["limit"]
+        for x in limits()
+        if x["key"] == priorities.LANE_TAG and x["value"] == "interactive"
+    ]
+    assert cap < slots
+
+
+@pytest.mark.parametrize(
+    ("priority", "lane"),
+    [
+        (priorities.MANUAL, "interactive"),
+        (priorities.WEBHOOK, "interactive"),
+        (priorities.BATCH, "batch"),
+        (priorities.RETRY, "batch"),
+    ],
+)
+def test_run_tags_put_priorities_in_lanes(priority: int, lane: str) -> None:
+    assert priorities.run_tags(priority, "strava", "t")[priorities.LANE_TAG] == lane
