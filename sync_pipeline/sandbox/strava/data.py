@@ -8,6 +8,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -239,9 +240,6 @@ class ActivitySpec:
     device_name: str | None
     start_lat: float
     start_lng: float
-    harmonics: tuple[tuple[float, float], ...]
-    rotation: float
-    clockwise: bool
     base_elevation: float
     elevation_terms: tuple[tuple[float, int, float], ...]
     upload_id: int | None
@@ -249,6 +247,7 @@ class ActivitySpec:
     embed_token: str
     suffer_score: int | None
     city: City
+    seed: int
 
 
 def rng_for(*parts: object) -> random.Random:
@@ -418,7 +417,8 @@ def make_activity(
         workout = None
     start_lat = city.lat + rng.uniform(-0.04, 0.04)
     start_lng = city.lng + rng.uniform(-0.06, 0.06)
-    harmonics = tuple((rng.uniform(0.0, 0.18), rng.uniform(0, 2 * math.pi)) for _ in range(3))
+    if sport.gps:
+        start_lat, start_lng = _street_start(seed, city, start_lat, start_lng)
     hilly = 1.0 if sport.sport_type not in ("TrailRun", "Hike", "MountainBikeRide") else 4.0
     terms = tuple(
         (rng.uniform(2.0, 14.0) * hilly, rng.randint(1, 6), rng.uniform(0, 2 * math.pi))
@@ -459,9 +459,6 @@ def make_activity(
         device_name=None if manual else athlete.device,
         start_lat=start_lat,
         start_lng=start_lng,
-        harmonics=harmonics,
-        rotation=rng.uniform(0, 2 * math.pi),
-        clockwise=rng.random() < 0.5,
         base_elevation=city.elevation + rng.uniform(-10, 40),
         elevation_terms=terms,
         upload_id=upload_id,
@@ -469,29 +466,174 @@ def make_activity(
         embed_token=hashlib.sha1(f"{seed}:{activity_id}".encode()).hexdigest(),
         suffer_score=int(moving / 60 * (avg_hr - 100) / 25) if has_hr else None,
         city=city,
+        seed=seed,
     )
 
 
+def _street_start(seed: int, city: City, lat: float, lng: float) -> tuple[float, float]:
+    """Coordinates of the street intersection of ``city`` nearest to a drawn start point."""
+    from sync_pipeline.sandbox.strava.city import city_streets
+
+    net = city_streets(seed, city.name)
+    r, c = net.nearest_intersection(lat, lng)
+    node = r * net.shape[1] + c
+    return float(net.lat[node]), float(net.lng[node])
+
+
+_HEADINGS = ((0, 1), (1, 0), (0, -1), (-1, 0))  # (d_row, d_col): east, north, west, south
+
+
+def _line_run(
+    nodes: np.ndarray, cum: np.ndarray, pos: int, forward: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Node indices and metres from ``pos`` to each along a line, in the direction of travel."""
+    if forward:
+        return nodes[pos:], cum[pos:] - cum[pos]
+    return nodes[pos::-1], cum[pos] - cum[pos::-1]
+
+
+@lru_cache(maxsize=1024)
+def _street_route(spec: ActivitySpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed walk of ``spec.distance`` metres along the city's streets from the start node.
+
+    A persistent random walk over the intersection grid (straight on, left or right, avoiding
+    streets already used) runs while the distance budget still allows returning home along an
+    L-shaped path; the walk then goes home, and the leftover (less than about two blocks) becomes
+    an out-and-back along a street at the turning point.  Returns local metres ``x``, ``y`` of the
+    route's vertices and the metres ``arc`` travelled at each, with ``arc[-1] == spec.distance``.
+    """
+    from sync_pipeline.sandbox.strava.city import city_streets
+
+    net = city_streets(spec.seed, spec.city.name)
+    rng = rng_for("route", spec.seed, spec.id)
+    rows, cols = net.shape
+    row_arc, col_arc = net.row_arc.tolist(), net.col_arc.tolist()
+    r0, c0 = net.nearest_intersection(spec.start_lat, spec.start_lng)
+    straight = rng.uniform(0.45, 0.75)
+    left = rng.uniform(0.35, 0.65)
+    heading = rng.randrange(4)
+    budget = spec.distance
+
+    def edge(r: int, c: int, h: int) -> float:
+        dr, dc = _HEADINGS[h]
+        if dr == 0:
+            return abs(row_arc[r][c + dc] - row_arc[r][c])
+        return abs(col_arc[r + dr][c] - col_arc[r][c])
+
+    def home(r: int, c: int) -> tuple[float, bool]:
+        """Length of the shorter L-shaped path home and whether it goes along the row first."""
+        row_first = abs(row_arc[r][c] - row_arc[r][c0]) + abs(col_arc[r][c0] - col_arc[r0][c0])
+        col_first = abs(col_arc[r][c] - col_arc[r0][c]) + abs(row_arc[r0][c] - row_arc[r0][c0])
+        return min(row_first, col_first), row_first <= col_first
+
+    steps: list[tuple[int, int, int]] = []
+    used: set[tuple[int, int, int]] = set()
+    r, c, walked = r0, c0, 0.0
+    while True:
+        options: list[int] = []
+        weights: list[float] = []
+        for turn, weight in (
+            (0, straight),
+            (1, (1 - straight) * left),
+            (3, (1 - straight) * (1 - left)),
+        ):
+            h = (heading + turn) % 4
+            nr, nc = r + _HEADINGS[h][0], c + _HEADINGS[h][1]
+            if 0 <= nr < rows and 0 <= nc < cols:
+                options.append(h)
+                weights.append(weight * (0.15 if (r, c, h) in used else 1.0))
+        if not options:
+            options, weights = [(heading + 2) % 4], [1.0]
+        h = rng.choices(options, weights)[0]
+        nr, nc = r + _HEADINGS[h][0], c + _HEADINGS[h][1]
+        length = edge(r, c, h)
+        if walked + length + home(nr, nc)[0] > budget:
+            break
+        steps.append((r, c, h))
+        used.add((r, c, h))
+        used.add((nr, nc, (h + 2) % 4))
+        walked += length
+        r, c, heading = nr, nc, h
+
+    pieces: list[np.ndarray] = [np.array([r0 * cols + c0])]
+
+    def along_row(row: int, c_from: int, c_to: int) -> None:
+        a, b = int(net.row_pos[row, c_from]), int(net.row_pos[row, c_to])
+        line = net.row_lines[row]
+        pieces.append(line[a + 1 : b + 1] if b >= a else line[b:a][::-1])
+
+    def along_col(col: int, r_from: int, r_to: int) -> None:
+        a, b = int(net.col_pos[r_from, col]), int(net.col_pos[r_to, col])
+        line = net.col_lines[col]
+        pieces.append(line[a + 1 : b + 1] if b >= a else line[b:a][::-1])
+
+    for sr, sc, h in steps:
+        dr, dc = _HEADINGS[h]
+        if dr == 0:
+            along_row(sr, sc, sc + dc)
+        else:
+            along_col(sc, sr, sr + dr)
+    back, row_first = home(r, c)
+    xs = [net.x[np.concatenate(pieces)]]
+    ys = [net.y[np.concatenate(pieces)]]
+    half = (budget - walked - back) / 2
+    if half > 0.01:
+        runs = [
+            _line_run(net.row_lines[r], net.row_cum[r], int(net.row_pos[r, c]), True),
+            _line_run(net.row_lines[r], net.row_cum[r], int(net.row_pos[r, c]), False),
+            _line_run(net.col_lines[c], net.col_cum[c], int(net.col_pos[r, c]), True),
+            _line_run(net.col_lines[c], net.col_cum[c], int(net.col_pos[r, c]), False),
+        ]
+        fitting = [run for run in runs if run[1][-1] >= half] or [max(runs, key=lambda x: x[1][-1])]
+        nodes, dist = fitting[rng.randrange(len(fitting))]
+        k = min(int(np.searchsorted(dist, half)), len(dist) - 1)
+        t = 0.0 if k == 0 else min(1.0, (half - dist[k - 1]) / (dist[k] - dist[k - 1]))
+        prev = nodes[max(k - 1, 0)]
+        tip_x = net.x[prev] + t * (net.x[nodes[k]] - net.x[prev])
+        tip_y = net.y[prev] + t * (net.y[nodes[k]] - net.y[prev])
+        out = nodes[1:k]
+        xs.append(np.concatenate([net.x[out], [tip_x], net.x[out[::-1]], [net.x[nodes[0]]]]))
+        ys.append(np.concatenate([net.y[out], [tip_y], net.y[out[::-1]], [net.y[nodes[0]]]]))
+    pieces = []
+    if row_first:
+        along_row(r, c, c0)
+        along_col(c0, r, r0)
+    else:
+        along_col(c, r, r0)
+        along_row(r0, c, c0)
+    tail = np.concatenate([np.array([], dtype=np.int64), *pieces])
+    x = np.concatenate([*xs, net.x[tail]])
+    y = np.concatenate([*ys, net.y[tail]])
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    for arr in (x, y, arc):
+        arr.flags.writeable = False
+    return x, y, arc
+
+
 def _loop_points(spec: ActivitySpec, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lat/lng of the closed route at the given fractions (0..1) of its length."""
-    phi = np.linspace(0.0, 2 * math.pi, 1025)
-    r = np.ones_like(phi)
-    for k, (amp, phase) in enumerate(spec.harmonics, start=2):
-        r += amp * np.cos(k * phi + phase)
-    direction = -1.0 if spec.clockwise else 1.0
-    x = r * np.cos(direction * phi + spec.rotation)
-    y = r * np.sin(direction * phi + spec.rotation)
-    x -= x[0]
-    y -= y[0]
-    seg = np.hypot(np.diff(x), np.diff(y))
-    arc = np.concatenate([[0.0], np.cumsum(seg)])
-    scale = spec.distance / arc[-1] if arc[-1] > 0 else 0.0
+    """Lat/lng of the street route at the given fractions (0..1) of its length."""
+    from sync_pipeline.sandbox.strava.city import city_streets
+
+    x, y, arc = _street_route(spec)
     target = np.clip(fractions, 0.0, 1.0) * arc[-1]
-    px = np.interp(target, arc, x) * scale
-    py = np.interp(target, arc, y) * scale
-    lat = spec.start_lat + py / _M_PER_DEG
-    lng = spec.start_lng + px / (_M_PER_DEG * math.cos(math.radians(spec.start_lat)))
-    return lat, lng
+    return city_streets(spec.seed, spec.city.name).to_latlng(
+        np.interp(target, arc, x), np.interp(target, arc, y)
+    )
+
+
+GPS_NOISE_M = 3.0
+GPS_NOISE_MAX_M = 9.0
+
+
+def _gps_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(2, n) metres east/north of receiver error: slowly drifting, about 3 m, at most 9 m."""
+    window = 30
+    white = rng.normal(0.0, 1.0, (2, n + window))
+    kernel = np.hanning(window + 2)[1:-1]
+    kernel /= np.sqrt((kernel**2).sum())
+    drift = np.stack([np.convolve(row, kernel, mode="valid")[:n] for row in white])
+    noise = GPS_NOISE_M * drift
+    return np.clip(noise, -GPS_NOISE_MAX_M, GPS_NOISE_MAX_M)
 
 
 def _altitude(spec: ActivitySpec, fractions: np.ndarray) -> np.ndarray:
@@ -592,9 +734,9 @@ def build_track(spec: ActivitySpec) -> Track | None:
     lat = lng = alt = grade = None
     if spec.sport.gps:
         lat, lng = _loop_points(spec, fractions)
-        jitter = rng.normal(0, 1.5 / _M_PER_DEG, (2, n))
-        lat = lat + jitter[0]
-        lng = lng + jitter[1]
+        noise = _gps_noise(rng, n)
+        lat = lat + noise[1] / _M_PER_DEG
+        lng = lng + noise[0] / (_M_PER_DEG * math.cos(math.radians(spec.city.lat)))
         lat[0] = lat[-1] = spec.start_lat
         lng[0] = lng[-1] = spec.start_lng
         alt = _altitude(spec, fractions)
