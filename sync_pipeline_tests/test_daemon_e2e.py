@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
+from sync_pipeline.defs.strava.athletes import connect_via_oauth
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline_tests.conftest import (
@@ -165,6 +167,7 @@ def _deploy(root: Path, home: Path, workdir: Path, db_url: str) -> Iterator[Depl
         "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
         "STRAVA_BASE_URL": sandbox.url,
         "STRAVA_TIME_SCALE": "1",
+        "STRAVA_STREETS_FILE": "",  # street matching off: these tests are about the queue
         "PYTHONUNBUFFERED": "1",
     }
     log = root / "daemon.log"
@@ -296,3 +299,77 @@ def test_manual_launch_is_queued_at_priority_10_and_run_by_the_daemon(
     assert md.metadata["activities_added"].value == 3
     assert stored_ids(dep.app_db.url, athlete) == set(dep.sandbox.state.activity_ids(athlete))
     assert set(new_ids) <= stored_ids(dep.app_db.url, athlete)
+
+
+def _started_pid(dep: Deployment, run_id: str) -> int | None:
+    """The run worker's pid, from the engine event the worker logs when it starts."""
+    for entry in dep.instance.all_logs(run_id):
+        match = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def test_run_worker_killed_mid_sync_fails_then_retry_resumes_from_checkpoint(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    dep.wait_for("first syncs of every athlete", lambda: _first_syncs_done(dep))
+    state = dep.sandbox.state
+    athlete = state.add_athlete(2000)  # 10 pages of 200, then an empty one
+    # Slow pages so that the sync is surely in the middle when the worker is killed.
+    state.inject_fault(
+        "slow", count=100, path_contains="/athlete/activities", athlete_id=athlete, delay=1.5
+    )
+    strava = make_strava(dep.app_db, dep.sandbox)
+    try:
+        assert connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=athlete) == athlete
+    finally:
+        strava.close()
+    key = str(athlete)
+    checkpoints = dep.app_db.checkpoints("strava")
+
+    def in_progress() -> tuple[str, int] | None:
+        st = checkpoints.get(key)
+        if st is None or st.mode != "full" or st.pages_done < 2 or not st.lease_owner:
+            return None
+        pid = _started_pid(dep, st.lease_owner)
+        return (st.lease_owner, pid) if pid else None
+
+    run_id, pid = dep.wait_for("the first sync to be 2+ pages in", in_progress, timeout=120)
+    os.kill(pid, signal.SIGKILL)
+
+    failed = dep.wait_for(
+        "the killed run to be marked failed",
+        lambda: r if (r := dep.instance.get_run_by_id(run_id)) and r.is_finished else None,
+        timeout=120,
+    )
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    retry = dep.wait_for(
+        "the automatic retry to succeed",
+        lambda: next(
+            (
+                r
+                for r in dep.instance.get_runs(
+                    dg.RunsFilter(tags={"dagster/parent_run_id": run_id})
+                )
+                if r.status == dg.DagsterRunStatus.SUCCESS
+            ),
+            None,
+        ),
+        timeout=240,
+    )
+    assert retry.tags.get("dagster/partition") == key
+    [record] = dep.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=STRAVA_ACTIVITIES, asset_partitions=[key]), limit=1
+    ).records
+    assert record.run_id == retry.run_id
+    md = record.asset_materialization
+    assert md is not None
+    assert md.metadata["resumed_from_checkpoint"].value is True
+    # Resumed, not restarted: the retry fetched fewer than all 11 pages.
+    assert int(str(md.metadata["pages"].value)) < 11
+    # No data lost, none duplicated (ids are primary keys; counts match exactly).
+    assert stored_counts(dep.app_db.url)[athlete] == 2000
+    assert stored_ids(dep.app_db.url, athlete) == set(state.activity_ids(athlete))
+    state.clear_faults()

@@ -65,6 +65,7 @@ def strava(s: Settings) -> StravaResource:
         client_secret=s.strava_client_secret,
         base_url=s.strava_base_url,
         time_scale=s.strava_time_scale,
+        streets_file=s.strava_streets_file,
     )
 
 
@@ -72,15 +73,26 @@ def _add_missing_sandbox_settings(env_path: Path, sandbox_port: int) -> None:
     """Append sandbox settings of platforms added since `.env` was written (keeps secrets)."""
     from dotenv import dotenv_values
 
-    from sync_pipeline.core.settings import platform_sandbox_env
-
     present = dotenv_values(env_path)
     if "STRAVA_BASE_URL" not in present or "127.0.0.1" not in str(present["STRAVA_BASE_URL"]):
         return  # configured for real APIs: never add sandbox settings
-    missing = {k: v for k, v in platform_sandbox_env(sandbox_port).items() if k not in present}
+    home = Path(str(present.get("SYNC_HOME") or ".sync_home")).resolve()
+    missing = {k: v for k, v in sandbox_env(home, sandbox_port).items() if k not in present}
     if missing:
         with env_path.open("a") as f:
             f.write("".join(f"{k}={v}\n" for k, v in missing.items()))
+
+
+def _write_sandbox_streets(s: Settings) -> None:
+    """Write the sandbox city's street network where the settings expect it."""
+    path = Path(s.strava_streets_file) if s.strava_streets_file else None
+    if path is None or path.exists() or "127.0.0.1" not in s.strava_base_url:
+        return
+    from sync_pipeline.core.settings import SANDBOX_SEED
+    from sync_pipeline.sandbox.strava.city import write_streets_geojson
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_streets_geojson(path, SANDBOX_SEED)
 
 
 PLATFORM_RESOURCES = {
@@ -138,6 +150,7 @@ def init_home(*, sandbox_port: int, force_env: bool = False) -> Settings:
     if source.exists() and (not target.exists() or source.read_text() != target.read_text()):
         shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = str(s.dagster_home)
+    _write_sandbox_streets(s)
     try:
         db.upgrade(s.database_url)
     except ConfigError as exc:

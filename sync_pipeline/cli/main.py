@@ -230,8 +230,21 @@ def _launch(job: str, *, tags: dict[str, str], run_config: dict[str, Any]) -> st
 @click.option("--full", is_flag=True, help="Full re-sync instead of incremental.")
 @click.option("--priority", type=int, help="Run priority (default 10 for one athlete, 0 for all).")
 @click.option("--direct", is_flag=True, help="Run in this process now, bypassing the queue.")
+@click.option(
+    "--activity",
+    "activity_ids",
+    type=int,
+    multiple=True,
+    help="With --athlete: also fetch this activity in detail with its streams and match it "
+    "to streets (as a push event does). Repeatable.",
+)
 def sync_strava(
-    athlete_id: int | None, all_athletes: bool, full: bool, priority: int | None, direct: bool
+    athlete_id: int | None,
+    all_athletes: bool,
+    full: bool,
+    priority: int | None,
+    direct: bool,
+    activity_ids: tuple[int, ...],
 ) -> None:
     """Sync one athlete (--athlete ID) or all of them (--all)."""
     from sync_pipeline.defs.strava.assets import strava_activities, strava_sweep_job
@@ -241,6 +254,8 @@ def sync_strava(
 
     if (athlete_id is None) == (not all_athletes):
         raise click.UsageError("Give exactly one of --athlete ID or --all.")
+    if activity_ids and athlete_id is None:
+        raise click.UsageError("--activity needs --athlete (the activity's owner).")
     s = context.settings()
     strava = context.strava(s)
     os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
@@ -253,7 +268,8 @@ def sync_strava(
             )
         prio = priorities.MANUAL if priority is None else priority
         tags = {**priorities.run_tags(prio, "strava", "cli"), "dagster/partition": str(athlete_id)}
-        run_config: dict[str, Any] = {"ops": {"strava_activities": {"config": {"full": full}}}}
+        op_config = {"full": full, "activity_ids": sorted(set(activity_ids))}
+        run_config: dict[str, Any] = {"ops": {"strava_activities": {"config": op_config}}}
         with dg.DagsterInstance.get() as instance:
             name = strava_athletes.name or ""
             if not instance.has_dynamic_partition(name, str(athlete_id)):
@@ -303,7 +319,8 @@ def _report_direct(result: Any) -> None:
             if mat is None:
                 continue
             md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-            click.echo(f"athlete {mat.partition}: {json.dumps(md, default=str)}")
+            name = mat.asset_key.to_user_string() if hasattr(mat, "asset_key") else "asset"
+            click.echo(f"{name} {mat.partition}: {json.dumps(md, default=str)}")
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         msg = failure.event_specific_data.error.message if failure else "run failed"

@@ -110,6 +110,8 @@ class StravaActivity(Base):
     trainer: Mapped[bool] = mapped_column(Boolean, default=False)
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
     raw: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # Set when the activity's streams were fetched and matched against the street network.
+    processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     synced_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -266,3 +268,47 @@ class ConsistencyScore(Base):
     # {platform: active days} over the synced history (public: public platforms only).
     active_days: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StravaStream(Base):
+    """GPS and sensor streams of one activity (arrays as JSON, aligned by index)."""
+
+    __tablename__ = "strava_streams"
+
+    activity_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("strava_activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    athlete_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    latlng: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    time_s: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    distance_m: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    altitude_m: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StreetNodeHit(Base):
+    """A street node an activity's GPS stream passed within the match radius."""
+
+    __tablename__ = "street_node_hits"
+    __table_args__ = (Index("ix_street_node_hits_athlete_node", "athlete_id", "node_id"),)
+
+    athlete_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("strava_activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class StreetProgress(Base):
+    """Share of a street's nodes an athlete has run or ridden past."""
+
+    __tablename__ = "street_progress"
+
+    athlete_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    street_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    nodes_total: Mapped[int] = mapped_column(Integer)
+    nodes_hit: Mapped[int] = mapped_column(Integer)
+    fraction: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

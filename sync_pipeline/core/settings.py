@@ -18,6 +18,7 @@ from sync_pipeline.core.crypto import generate_key
 ENV_FILE = ".env"
 SANDBOX_CLIENT_ID = "12345"
 DEFAULT_SANDBOX_PORT = 8710
+SANDBOX_SEED = 42
 #: Consistency-tracker platforms and the sandbox port offset from the Strava sandbox's port.
 PLATFORM_PORTS = {"github": 1, "youtube": 2, "x": 3, "instagram": 4}
 
@@ -43,6 +44,7 @@ class Settings:
     strava_client_secret: str
     strava_base_url: str
     strava_time_scale: int
+    strava_streets_file: str
     platforms: dict[str, dict[str, str]]
 
     @property
@@ -63,6 +65,7 @@ class Settings:
             strava_client_secret=os.environ.get("STRAVA_CLIENT_SECRET", ""),
             strava_base_url=os.environ.get("STRAVA_BASE_URL", "https://www.strava.com"),
             strava_time_scale=int(os.environ.get("STRAVA_TIME_SCALE", "1")),
+            strava_streets_file=os.environ.get("STRAVA_STREETS_FILE", ""),
             platforms={p: platform_settings(p) for p in PLATFORM_PORTS},
         )
 
@@ -103,5 +106,7 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         "STRAVA_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
         "STRAVA_TIME_SCALE": "1",
         "STRAVA_WEBHOOK_VERIFY_TOKEN": secrets.token_urlsafe(16),
+        # The sandbox city's street network (written by `sync-pipeline init`).
+        "STRAVA_STREETS_FILE": str(home / f"streets-{SANDBOX_SEED}.geojson"),
         **platform_sandbox_env(sandbox_port),
     }

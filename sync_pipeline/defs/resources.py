@@ -21,6 +21,7 @@ def resources() -> dg.Definitions:
                 client_secret=dg.EnvVar("STRAVA_CLIENT_SECRET"),
                 base_url=dg.EnvVar("STRAVA_BASE_URL"),
                 time_scale=dg.EnvVar.int("STRAVA_TIME_SCALE"),
+                streets_file=dg.EnvVar("STRAVA_STREETS_FILE"),
             ),
         }
     )

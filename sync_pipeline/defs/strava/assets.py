@@ -16,10 +16,12 @@ from sync_pipeline.core.dagster_events import (
 )
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 from sync_pipeline.defs.strava.partitions import strava_athletes
+from sync_pipeline.defs.strava.processing import refresh_progress
 from sync_pipeline.defs.strava.resources import StravaResource
-from sync_pipeline.defs.strava.sync import SOURCE, sync_athlete
+from sync_pipeline.defs.strava.sync import SOURCE, SyncOutcome, sync_athlete
 
 STRAVA_ACTIVITIES = dg.AssetKey("strava_activities")
+STREET_PROGRESS = dg.AssetKey("strava_street_progress")
 SINGLE_RUN_MAX_RUNTIME = 1800
 SWEEP_MAX_RUNTIME = 4 * 3600
 
@@ -44,7 +46,7 @@ class StravaSyncConfig(dg.Config):
 )
 def strava_activities(
     context: dg.AssetExecutionContext, config: StravaSyncConfig, strava: StravaResource
-) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetMaterialization]:
     """Activities of one Strava athlete, synced from the Strava API (incremental or full)."""
     key = context.partition_key
     if not key.isdigit():
@@ -66,7 +68,52 @@ def strava_activities(
         f"~{outcome.updated} activities, {outcome.stats.calls} API calls"
         + (f"; {outcome.error}" if outcome.error else "")
     )
+    yield from street_events(outcome)
     yield from single_partition_events(STRAVA_ACTIVITIES, outcome)
+
+
+def street_events(outcome: SyncOutcome) -> Iterator[dg.AssetMaterialization]:
+    """The athlete's street progress, when this sync processed activities."""
+    if outcome.streets is not None:
+        yield dg.AssetMaterialization(
+            STREET_PROGRESS,
+            partition=outcome.partition_key,
+            metadata={
+                "streets_touched": outcome.streets.streets_touched,
+                "streets_completed": outcome.streets.streets_completed,
+                "nodes_hit": outcome.streets.nodes_hit,
+                "activities_processed": outcome.activities_processed,
+            },
+        )
+
+
+@dg.asset(
+    key=STREET_PROGRESS,
+    partitions_def=strava_athletes,
+    deps=[STRAVA_ACTIVITIES],
+    group_name="strava",
+    kinds={"numpy", "sqlite"},
+)
+def strava_street_progress(
+    context: dg.AssetExecutionContext, strava: StravaResource
+) -> dg.MaterializeResult:
+    """Fraction of each street's nodes the athlete has passed (recomputed after processing)."""
+    strava.app_db.check()
+    if not strava.streets_file:
+        raise dg.Failure(
+            "No street network configured: set STRAVA_STREETS_FILE to a GeoJSON file "
+            "(`sync-pipeline init` writes the sandbox city's).",
+            allow_retries=False,
+        )
+    summary = refresh_progress(strava, int(context.partition_key))
+    assert summary is not None
+    return dg.MaterializeResult(
+        metadata={
+            "streets_touched": summary.streets_touched,
+            "streets_completed": summary.streets_completed,
+            "nodes_hit": summary.nodes_hit,
+        }
+    )
 
 
 class StravaSweepConfig(dg.Config):
@@ -118,6 +165,7 @@ def strava_sweep(
             added += outcome.added
             if outcome.status == "failed":
                 context.log.warning(f"athlete {outcome.athlete_id} failed: {outcome.error}")
+            yield from street_events(outcome)
             yield from batch_events(STRAVA_ACTIVITIES, outcome)
     context.log.info(f"sweep of {len(ids)} athletes: {counts}, {calls} API calls")
     yield dg.Output(

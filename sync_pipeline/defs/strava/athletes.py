@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.errors import AuthRevokedError, SyncError
-from sync_pipeline.core.models import Athlete, StravaActivity, SyncState
+from sync_pipeline.core.models import Athlete, StravaActivity, StreetProgress, SyncState
 from sync_pipeline.core.oauth import capture_redirect
 from sync_pipeline.defs.strava.resources import PROVIDER, StravaResource
 from sync_pipeline.defs.strava.sync import SOURCE
@@ -153,7 +153,9 @@ def disconnect(strava: StravaResource, athlete_id: int, *, revoke: bool = True) 
         athlete = s.get(Athlete, athlete_id)
         if athlete is None:
             return False
+        # Streams and street hits go with the activities (foreign-key cascade).
         s.execute(delete(StravaActivity).where(StravaActivity.athlete_id == athlete_id))
+        s.execute(delete(StreetProgress).where(StreetProgress.athlete_id == athlete_id))
         state = s.get(SyncState, (SOURCE, str(athlete_id)))
         if state is not None:
             s.delete(state)

@@ -27,6 +27,7 @@ from sync_pipeline.defs.strava.models import SummaryActivity, TokenGrant
 PROVIDER = "strava"
 MAX_PER_PAGE = 200
 REFRESH_TIMEOUT_SECONDS = 10.0
+STREAM_KEYS = ("latlng", "time", "distance", "altitude")
 
 
 def _pair(value: str | None) -> tuple[int, int] | None:
@@ -66,6 +67,21 @@ class StravaResource(dg.ConfigurableResource):
     )
     token_refresh_margin_seconds: float = Field(
         default=600.0, description="Refresh access tokens this long before they expire."
+    )
+    streets_file: str = Field(
+        default="",
+        description="GeoJSON street network (OSM ways with node ids) for street matching; "
+        "empty: streams are stored but not matched.",
+    )
+    match_radius_m: float = Field(
+        default=25.0, gt=0, description="A street node counts as passed within this distance."
+    )
+    streams_per_sync: int = Field(
+        default=10,
+        ge=0,
+        description="New activities an incremental sync finds (their push event was lost) whose "
+        "streams it fetches and matches, newest first; push events process their activity at "
+        "once. Bounded because each costs a read request.",
     )
 
     _session: HttpSession | None = PrivateAttr(default=None)
@@ -311,6 +327,24 @@ class StravaResource(dg.ConfigurableResource):
         return SummaryActivity.from_api(
             self.get_json(athlete_id, f"/activities/{activity_id}", stats=stats)
         )
+
+    def get_streams(
+        self, athlete_id: int, activity_id: int, *, stats: CallStats | None = None
+    ) -> dict[str, list[Any]]:
+        """GET /activities/{id}/streams for latlng, time, distance, altitude (keyed by type)."""
+        body = self.get_json(
+            athlete_id,
+            f"/activities/{activity_id}/streams",
+            {"keys": ",".join(STREAM_KEYS), "key_by_type": "true"},
+            stats=stats,
+        )
+        if not isinstance(body, dict):
+            return {}
+        return {
+            k: list(v.get("data") or [])
+            for k, v in body.items()
+            if k in STREAM_KEYS and isinstance(v, dict)
+        }
 
     def get_athlete(self, athlete_id: int, *, stats: CallStats | None = None) -> dict[str, Any]:
         """GET /athlete with the athlete's own token."""

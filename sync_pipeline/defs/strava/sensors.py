@@ -9,6 +9,7 @@ from sync_pipeline.core import priorities
 from sync_pipeline.core.dagster_events import forget_partitions
 from sync_pipeline.defs.strava.assets import (
     STRAVA_ACTIVITIES,
+    STREET_PROGRESS,
     strava_athlete_sync,
     strava_sweep_job,
 )
@@ -169,6 +170,7 @@ def strava_webhook_sensor(
     deauthorizations are applied at once."""
     from sync_pipeline.core.inbox import events_after, mark_handled, set_outcomes
     from sync_pipeline.defs.strava.athletes import disconnect
+    from sync_pipeline.defs.strava.processing import refresh_progress
     from sync_pipeline.defs.strava.sync import delete_activity
 
     db_url = strava.app_db.url
@@ -183,6 +185,7 @@ def strava_webhook_sensor(
     last_event: dict[str, int] = {}
     outcomes: dict[int, tuple[str, str | None]] = {}
     deauthorized: list[str] = []
+    progress_stale: set[int] = set()
     for ev in events:
         owner = str(ev.owner_id)
         if owner not in connected:
@@ -197,7 +200,8 @@ def strava_webhook_sensor(
             else:
                 outcomes[ev.id] = ("ignored", None)
         elif ev.aspect_type == "delete":
-            delete_activity(db_url, ev.owner_id, ev.object_id)
+            if delete_activity(db_url, ev.owner_id, ev.object_id):
+                progress_stale.add(ev.owner_id)
             wanted[owner].discard(ev.object_id)
             outcomes[ev.id] = ("deleted", None)
         else:
@@ -233,8 +237,25 @@ def strava_webhook_sensor(
         gone = [k for k in deauthorized if k in existing]
         if gone:
             partition_requests.append(strava_athletes.build_delete_request(gone))
+    # A deleted activity takes its street hits with it (cascade): progress is recomputed now.
+    progress_events = []
+    for athlete_id in sorted(progress_stale - {int(k) for k in deauthorized}):
+        summary = refresh_progress(strava, athlete_id)
+        if summary is not None:
+            progress_events.append(
+                dg.AssetMaterialization(
+                    STREET_PROGRESS,
+                    partition=str(athlete_id),
+                    metadata={
+                        "streets_touched": summary.streets_touched,
+                        "streets_completed": summary.streets_completed,
+                        "nodes_hit": summary.nodes_hit,
+                    },
+                )
+            )
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,
+        asset_events=progress_events,
         cursor=str(events[-1].id),
     )

@@ -21,6 +21,12 @@ from sync_pipeline.core.models import Athlete, StravaActivity, utcnow
 from sync_pipeline.core.sync_runner import RunContext, refuse, run_sync
 from sync_pipeline.core.sync_runner import SyncOutcome as BaseOutcome
 from sync_pipeline.defs.strava.models import SummaryActivity
+from sync_pipeline.defs.strava.processing import (
+    StreetSummary,
+    process_activity,
+    refresh_progress,
+    unprocessed_gps_activities,
+)
 from sync_pipeline.defs.strava.resources import MAX_PER_PAGE, StravaResource
 
 SOURCE = "strava"
@@ -61,10 +67,13 @@ class SyncOutcome(BaseOutcome):
     pages: int = 0
     details_fetched: int = 0
     activities_gone: int = 0
+    activities_processed: int = 0
+    streets: StreetSummary | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Figures worth plotting, as Dagster metadata (no tokens, no personal data)."""
         return {
+            "activities_processed": self.activities_processed,
             "activities_added": self.added,
             "activities_updated": self.updated,
             "activities_deleted": self.deleted,
@@ -189,8 +198,11 @@ def _incremental(strava: StravaResource, outcome: SyncOutcome, session: Session)
             break
 
 
-def _refresh_activities(strava: StravaResource, outcome: SyncOutcome, ids: list[int]) -> None:
-    """Fetch named activities in detail (webhook create/update): new titles, privacy, etc.
+def _refresh_activities(
+    strava: StravaResource, outcome: SyncOutcome, ids: list[int], processed: set[int]
+) -> None:
+    """Fetch named activities in detail (webhook create/update: new titles, privacy, etc.),
+    then their streams, matched against the street network.
 
     An activity Strava no longer has was deleted there: it is removed here, recorded as
     skipped-with-reason in the metadata, and not retried.
@@ -211,6 +223,33 @@ def _refresh_activities(strava: StravaResource, outcome: SyncOutcome, ids: list[
                 update=UPDATABLE,
             )
         outcome.details_fetched += 1
+        if _process(strava, outcome, activity_id):
+            processed.add(activity_id)
+
+
+def _process(strava: StravaResource, outcome: SyncOutcome, activity_id: int) -> bool:
+    """Streams and street matching of one stored activity; False when it is gone."""
+    try:
+        process_activity(strava, outcome.athlete_id, activity_id, stats=outcome.stats)
+    except NotFoundError:
+        delete_activity(strava.app_db.url, outcome.athlete_id, activity_id)
+        outcome.activities_gone += 1
+        return False
+    outcome.activities_processed += 1
+    return True
+
+
+def _process_new(
+    strava: StravaResource, outcome: SyncOutcome, session: Session, done: set[int]
+) -> None:
+    """The backstop for lost push events: activities this incremental sync found are
+    processed as their events would have been (newest first, bounded per sync)."""
+    found = unprocessed_gps_activities(
+        strava.app_db.url, outcome.athlete_id, strava.streams_per_sync, session.started_at
+    )
+    for activity_id in found:
+        if activity_id not in done:
+            _process(strava, outcome, activity_id)
 
 
 def delete_activity(db_url: str, athlete_id: int, activity_id: int) -> bool:
@@ -282,8 +321,13 @@ def sync_athlete(
             _full(strava, outcome, session)
         else:
             _incremental(strava, outcome, session)
+        processed: set[int] = set()
         if activity_ids:
-            _refresh_activities(strava, outcome, activity_ids)
+            _refresh_activities(strava, outcome, activity_ids, processed)
+        if session.mode == "incremental":
+            _process_new(strava, outcome, session, processed)
+        if outcome.activities_processed or outcome.activities_gone:
+            outcome.streets = refresh_progress(strava, athlete_id)
 
     return run_sync(
         cp,
