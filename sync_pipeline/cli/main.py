@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -14,11 +15,13 @@ from typing import Any
 import click
 import dagster as dg
 
-from sync_pipeline.cli import context
+from sync_pipeline.cli import context, devstack
 from sync_pipeline.core import db, priorities
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.errors import SyncError
-from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT, SANDBOX_CLIENT_ID
+from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT, PLATFORM_PORTS, SANDBOX_CLIENT_ID
+
+SOURCES = ["strava", *PLATFORM_PORTS]
 
 
 @click.group()
@@ -97,8 +100,16 @@ def _start_sandbox(
 @click.option(
     "--time-scale", default=1, show_default=True, type=click.IntRange(1), help="Compress time."
 )
-def sandbox(host: str, port: int, athletes: int, seed: int, time_scale: int) -> None:
-    """Run the sandbox APIs (Strava) on loopback until Ctrl-C."""
+@click.option(
+    "--platforms/--no-platforms",
+    default=True,
+    show_default=True,
+    help="Also run the GitHub, YouTube, X and Instagram sandboxes (ports from .env).",
+)
+def sandbox(
+    host: str, port: int, athletes: int, seed: int, time_scale: int, platforms: bool
+) -> None:
+    """Run the sandbox APIs (Strava; GitHub, YouTube, X, Instagram) on loopback until Ctrl-C."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise click.BadParameter("the sandbox listens on loopback only", param_hint="--host")
     s = context.settings()
@@ -110,14 +121,21 @@ def sandbox(host: str, port: int, athletes: int, seed: int, time_scale: int) -> 
         time_scale=time_scale,
         client_secret=s.strava_client_secret or "sandbox-secret",
     )
-    click.echo(f"Strava sandbox on {server.url} ({athletes} athletes); Ctrl-C stops it")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"Strava sandbox on {server.url} ({athletes} athletes)")
+    stack = devstack.DevStack()
     try:
+        if platforms:
+            devstack.start_platform_sandboxes(s, stack)
+            for name, running in stack.platforms.items():
+                click.echo(f"{name} sandbox on {running.url}")
+        click.echo("Ctrl-C stops them")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        stack.stop()
         server.stop()
 
 
@@ -311,6 +329,65 @@ def sync_strava(
             click.echo(_launch("strava_sweep_job", tags=tags, run_config=run_config))
 
 
+def _platform_sync_command(platform: str) -> click.Command:
+    """`sync-pipeline sync <platform> (--user ID | --all) [--priority N] [--direct]`."""
+
+    @click.option("--user", "user_id", help="One user.")
+    @click.option("--all", "all_users", is_flag=True, help="Every user connected to it.")
+    @click.option("--priority", type=int, help="Run priority (default 10 for one user, 0 all).")
+    @click.option("--direct", is_flag=True, help="Run in this process now, bypassing the queue.")
+    def command(user_id: str | None, all_users: bool, priority: int | None, direct: bool) -> None:
+        from sync_pipeline.defs.users.accounts import connected_user_ids
+        from sync_pipeline.defs.users.partitions import users
+
+        if (user_id is None) == (not all_users):
+            raise click.UsageError("Give exactly one of --user ID or --all.")
+        s = context.settings()
+        client = context.platform_client(s, platform)
+        os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+        connected = connected_user_ids(client.app_db.url, platform)
+        if user_id is not None and user_id not in connected:
+            raise click.ClickException(
+                f"User {user_id!r} has no working {platform} connection; see "
+                "`sync-pipeline users list`."
+            )
+        if not connected:
+            raise click.ClickException(f"No users are connected to {platform}.")
+        keys = [user_id] if user_id is not None else connected
+        prio = (
+            (priorities.MANUAL if user_id else priorities.BATCH) if priority is None else priority
+        )
+        tags = priorities.run_tags(prio, platform, "cli")
+        run_config = {"ops": {f"{platform}_sweep": {"config": {"users": keys}}}}
+        if not direct:
+            if user_id is not None:
+                tags = {**tags, "dagster/partition": user_id}
+                click.echo(_launch(f"{platform}_user_sync", tags=tags, run_config={}))
+            else:
+                click.echo(_launch(f"{platform}_sweep_job", tags=tags, run_config=run_config))
+            return
+        module = importlib.import_module(f"sync_pipeline.defs.{platform}.assets")
+        with dg.DagsterInstance.get() as instance:
+            missing = [k for k in keys if not instance.has_dynamic_partition(users.name or "", k)]
+            if missing:
+                instance.add_dynamic_partitions(users.name or "", missing)
+            result = getattr(module, f"{platform}_sweep_job").execute_in_process(
+                run_config=run_config,
+                resources={platform: client, "app_db": client.app_db},
+                instance=instance,
+                tags=tags,
+                raise_on_error=False,
+            )
+        _report_direct(result)
+
+    command.__doc__ = f"Sync users' {platform} activity (--user ID or --all)."
+    return click.command(platform)(command)
+
+
+for _platform in PLATFORM_PORTS:
+    sync.add_command(_platform_sync_command(_platform))
+
+
 def _report_direct(result: Any) -> None:
     for event in result.all_events:
         if event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
@@ -351,11 +428,17 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
         client_secret=s.strava_client_secret,
     )
     child: subprocess.Popen[bytes] | None = None
+    stack = devstack.DevStack()
     # Ctrl-C and SIGTERM both shut everything down cleanly, even when this process was
     # started with SIGINT ignored (background jobs, some supervisors).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        receiver = devstack.start_webhook_receiver(
+            s, stack, os.environ.get("STRAVA_WEBHOOK_VERIFY_TOKEN", "")
+        )
+        devstack.start_platform_sandboxes(s, stack)
+        users = devstack.connect_demo_users(s, stack)
         strava = context.strava(s)
         from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 
@@ -367,6 +450,10 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
         strava.close()
         click.echo(
             f"Strava sandbox on {server.url}; {len(sandbox_ids)} demo athletes connected.\n"
+            f"Push events: Strava sandbox -> {receiver}\n"
+            f"Platform sandboxes: "
+            + ", ".join(f"{p} {r.url}" for p, r in stack.platforms.items())
+            + f"; {len(devstack.DEMO_USERS)} demo users, {users} platform connections.\n"
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
         )
         child = subprocess.Popen(
@@ -400,6 +487,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
             except subprocess.TimeoutExpired:
                 child.terminate()
                 child.wait(timeout=10)
+        stack.stop()
         server.stop()
 
 
@@ -418,41 +506,54 @@ def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-def status(as_json: bool) -> None:
+@click.option("--source", type=click.Choice(SOURCES), help="Only this source.")
+def status(as_json: bool, source: str | None) -> None:
     """Per source: runs queued/running/24 h, oldest queued, sync states, dead letters, budget."""
-    from sync_pipeline.core.health import source_health
+    from sync_pipeline.core.health import (
+        current_budget,
+        needs_reconnect_connections,
+        source_health,
+    )
     from sync_pipeline.defs.strava.athletes import needs_reconnect_count
 
     s = context.settings()
-    strava = context.strava(s)
+    db_url = context.app_db(s).url
     os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    report = {}
     with dg.DagsterInstance.get() as instance:
-        health = source_health(
-            instance,
-            strava.app_db.url,
-            "strava",
-            needs_reconnect=needs_reconnect_count(strava.app_db.url),
-            budget=strava.budget_usage(),
-        )
+        for name in [source] if source else SOURCES:
+            reconnect = (
+                needs_reconnect_count(db_url)
+                if name == "strava"
+                else needs_reconnect_connections(db_url, name)
+            )
+            report[name] = source_health(
+                instance,
+                db_url,
+                name,
+                needs_reconnect=reconnect,
+                budget=current_budget(db_url, name),
+            )
     if as_json:
-        click.echo(json.dumps({"strava": health.as_dict()}, indent=2))
+        click.echo(json.dumps({k: h.as_dict() for k, h in report.items()}, indent=2))
         return
-    oldest = f"{health.oldest_queued_seconds:.0f} s" if health.oldest_queued_seconds else "-"
-    click.echo("strava")
-    click.echo(
-        f"  runs: queued {health.queued} (oldest {oldest}), running {health.running}, "
-        f"succeeded 24h {health.succeeded_24h}, failed 24h {health.failed_24h}"
-    )
-    states = ", ".join(f"{k} {v}" for k, v in sorted(health.partitions_by_status.items()))
-    click.echo(f"  athletes by sync status: {states or '-'}")
-    click.echo(
-        f"  dead letters: {health.dead_letters}   needing reconnect: {health.needs_reconnect}"
-    )
-    for b in health.budget:
+    for name, health in report.items():
+        oldest = f"{health.oldest_queued_seconds:.0f} s" if health.oldest_queued_seconds else "-"
+        click.echo(name)
         click.echo(
-            f"  budget {b['bucket']:16} {b['used']:>5}/{b['limit']:<5} left {b['left']:<5} "
-            f"resets {b['resets_at']}"
+            f"  runs: queued {health.queued} (oldest {oldest}), running {health.running}, "
+            f"succeeded 24h {health.succeeded_24h}, failed 24h {health.failed_24h}"
         )
+        states = ", ".join(f"{k} {v}" for k, v in sorted(health.partitions_by_status.items()))
+        click.echo(f"  partitions by sync status: {states or '-'}")
+        click.echo(
+            f"  dead letters: {health.dead_letters}   needing reconnect: {health.needs_reconnect}"
+        )
+        for b in health.budget:
+            click.echo(
+                f"  budget {b['bucket']:24} {b['used']:>6}/{b['limit']:<6} left {b['left']:<6} "
+                f"resets {b['resets_at']}"
+            )
 
 
 @cli.group("dead-letters")
@@ -461,13 +562,18 @@ def dead_letters() -> None:
 
 
 @dead_letters.command("list")
-@click.option("--source", type=click.Choice(["strava"]), default="strava", show_default=True)
+@click.option("--source", type=click.Choice(SOURCES), help="Only this source (default: all).")
 @click.option("--json", "as_json", is_flag=True)
-def dead_letters_list(source: str, as_json: bool) -> None:
+def dead_letters_list(source: str | None, as_json: bool) -> None:
     """List dead letters, newest failure first."""
     from sync_pipeline.core.health import dead_letter_rows
 
-    rows = dead_letter_rows(context.app_db(context.settings()).checkpoints(source).dead_letters())
+    app_db = context.app_db(context.settings())
+    rows = [
+        row
+        for name in ([source] if source else SOURCES)
+        for row in dead_letter_rows(app_db.checkpoints(name).dead_letters())
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -482,8 +588,8 @@ def dead_letters_list(source: str, as_json: bool) -> None:
 
 
 @dead_letters.command("redrive")
-@click.option("--source", type=click.Choice(["strava"]), default="strava", show_default=True)
-@click.option("--partition", help="One partition (athlete id).")
+@click.option("--source", type=click.Choice(SOURCES), default="strava", show_default=True)
+@click.option("--partition", help="One partition (athlete id or user id).")
 @click.option("--all", "redrive_all", is_flag=True, help="Every dead letter of the source.")
 def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) -> None:
     """Re-queue dead letters at manual priority; they clear when the sync succeeds."""
@@ -501,6 +607,18 @@ def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) 
         click.echo("no dead letters")
         return
     tags = priorities.run_tags(priorities.MANUAL, source, "redrive")
+    if source != "strava":
+        # One batch run; users that fail again fall back to single-user retry runs.
+        if len(keys) == 1:
+            run_id = _launch(
+                f"{source}_user_sync", tags={**tags, "dagster/partition": keys[0]}, run_config={}
+            )
+        else:
+            sweep = {"ops": {f"{source}_sweep": {"config": {"users": keys}}}}
+            run_id = _launch(f"{source}_sweep_job", tags=tags, run_config=sweep)
+        click.echo(run_id)
+        click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
+        return
     if len(keys) == 1:
         click.echo(
             _launch(

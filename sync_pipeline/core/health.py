@@ -155,3 +155,48 @@ def dead_letter_check(
         },
         description="Redrive with `sync-pipeline dead-letters redrive`." if rows else None,
     )
+
+
+def current_budget(db_url: str, prefix: str, now: float | None = None) -> list[WindowUsage]:
+    """Usage of the source's current windows straight from the budget table.
+
+    App-wide buckets are listed one by one; per-user buckets (``...:user:<id>``) are folded
+    into one row per limit: the most used user's figures, so a glance shows the tightest.
+    """
+    from sync_pipeline.core.models import RateWindow
+
+    now = time.time() if now is None else now
+    with transaction(db_url) as s:
+        rows = s.execute(
+            select(RateWindow).where(
+                RateWindow.bucket.like(f"{prefix}:%"),
+                RateWindow.window_start <= now,
+                RateWindow.window_start + RateWindow.window_seconds > now,
+            )
+        ).scalars()
+        tightest: dict[str, WindowUsage] = {}
+        for r in rows:
+            name = r.bucket.split(":user:")[0] + (":per-user" if ":user:" in r.bucket else "")
+            usage = WindowUsage(
+                bucket=name, used=r.used, limit=r.limit, resets_at=r.window_start + r.window_seconds
+            )
+            old = tightest.get(name)
+            if old is None or usage.left < old.left:
+                tightest[name] = usage
+    return sorted(tightest.values(), key=lambda u: u.bucket)
+
+
+def needs_reconnect_connections(db_url: str, platform: str) -> int:
+    """Platform connections waiting for their user to authorize again."""
+    from sync_pipeline.core.models import PlatformConnection
+
+    with transaction(db_url) as s:
+        return int(
+            s.scalar(
+                select(func.count()).where(
+                    PlatformConnection.platform == platform,
+                    PlatformConnection.state == "needs_reconnect",
+                )
+            )
+            or 0
+        )

@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipeline.core import priorities
+from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
     batch_events,
@@ -28,7 +29,12 @@ from sync_pipeline.core.dagster_events import (
     single_partition_events,
 )
 from sync_pipeline.core.daily import DEFAULT_TRAILING_DAYS, DailyActivityClient, sync_daily
-from sync_pipeline.core.health import dead_letter_check
+from sync_pipeline.core.health import (
+    current_budget,
+    dead_letter_check,
+    needs_reconnect_connections,
+    source_health,
+)
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.defs.users.accounts import connected_user_ids
 from sync_pipeline.defs.users.partitions import users
@@ -74,6 +80,8 @@ class PlatformDefs:
     retry_sensor: dg.SensorDefinition
     parked_sensor: dg.SensorDefinition
     check: dg.AssetChecksDefinition
+    queue: dg.AssetSpec
+    health_sensor: dg.SensorDefinition
 
 
 def build_platform(platform: str, title: str) -> PlatformDefs:
@@ -296,8 +304,48 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
             description=evaluation.description,
         )
 
+    queue_spec = dg.AssetSpec(
+        f"{platform}_sync_queue",
+        group_name="consistency",
+        description=f"Queue depth, failures, dead letters and rate budget of {title} syncs, "
+        "observed every minute (plot them from the asset's Plots tab).",
+        kinds={"dagster"},
+    )
+
+    @dg.sensor(
+        name=f"{platform}_health_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={"app_db"},
+        description=f"Records {title} queue figures and evaluates its dead-letter check.",
+    )
+    def health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        db_url = context.resources.app_db.url
+        health = source_health(
+            context.instance,
+            db_url,
+            platform,
+            needs_reconnect=needs_reconnect_connections(db_url, platform),
+            budget=current_budget(db_url, platform),
+        )
+        dead = Checkpoints(db_url, platform).dead_letters()
+        return dg.SensorResult(
+            asset_events=[
+                dg.AssetObservation(asset_key=queue_spec.key, metadata=health.metadata()),
+                dead_letter_check(asset_key, DEAD_LETTER_CHECK, dead),
+            ]
+        )
+
     return PlatformDefs(
-        daily_activity, user_job, sweep_job, sync_all, retry_sensor, parked_sensor, no_dead_letters
+        daily_activity,
+        user_job,
+        sweep_job,
+        sync_all,
+        retry_sensor,
+        parked_sensor,
+        no_dead_letters,
+        queue_spec,
+        health_sensor,
     )
 
 
