@@ -7,6 +7,7 @@ longer is left to Dagster's RetryPolicy or to parking (see core.budget).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,10 @@ from tenacity import (
 from sync_pipeline.core.errors import TransientError
 
 USER_AGENT = "sync_pipeline/0.1"
+# httpx logs every request URL at INFO; a few token endpoints (Instagram's) take secrets in
+# the query string, so request logging stays off whatever level the host process sets.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 class TransientHttpError(TransientError):
