@@ -69,6 +69,11 @@ class DailyActivityClient(ProviderClient):
         """Trade an authorization code for tokens and the account's identity."""
         raise NotImplementedError
 
+    def today(self, account: Account, now: dt.datetime) -> dt.date:
+        """The last day a sync covers: the user's local today (providers bucketing by UTC
+        date, like GitHub's calendar, override this)."""
+        return now.astimezone(account.tz).date()
+
     def remember(self, account: Account, **extra: Any) -> None:
         """Persist provider hints for the next sync (ETags, playlist ids)."""
         with transaction(self.app_db.url) as s:
@@ -207,7 +212,7 @@ def sync_daily(
         return refuse(cp, outcome, ctx, error_class="not_connected", message=why_not, record=False)
 
     def work(session: Session) -> None:
-        today = (now or dt.datetime.now(dt.UTC)).astimezone(account.tz).date()
+        today = client.today(account, now or dt.datetime.now(dt.UTC))
         start, end = sync_window(db_url, account, platform, today, trailing_days, backfill_days)
         counts = client.daily_counts(account, start, end, outcome.stats)
         write_days(db_url, user_id, platform, start, end, counts)

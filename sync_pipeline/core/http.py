@@ -47,15 +47,18 @@ class CallStats:
     calls: int = 0
     retries: int = 0
     rate_wait_seconds: float = 0.0
-    not_modified: int = 0
+    not_modified: int = 0  # conditional requests answered 304 (free at GitHub)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, calls: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+    def add(
+        self, *, calls: int = 0, retries: int = 0, waited: float = 0.0, not_modified: int = 0
+    ) -> None:
         """Thread-safe increment."""
         with self._lock:
             self.calls += calls
             self.retries += retries
             self.rate_wait_seconds += waited
+            self.not_modified += not_modified
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

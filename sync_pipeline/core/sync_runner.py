@@ -59,6 +59,7 @@ class SyncOutcome:
             **self.figures,
             "api_calls": self.stats.calls,
             "api_retries": self.stats.retries,
+            "api_not_modified": self.stats.not_modified,
             "rate_wait_seconds": round(self.stats.rate_wait_seconds, 3),
             "resumed_from_checkpoint": self.resumed,
             "seconds": round(self.seconds, 3),

@@ -132,3 +132,27 @@ class SandboxServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class AppSlot:
+    """An ASGI app that forwards to whichever app is installed in it.
+
+    Lets one uvicorn server (one port, started once) serve a fresh sandbox per test:
+    ``slot.app = create_app(new_state)``.
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if self.app is None:
+            raise RuntimeError("no app installed in the slot")
+        await self.app(scope, receive, send)

@@ -13,8 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
 
 from sync_pipeline.sandbox.github import (
     GitHubSandboxConfig,
@@ -22,7 +20,7 @@ from sync_pipeline.sandbox.github import (
     ManualClock,
     create_app,
 )
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sandbox.server import AppSlot, SandboxServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z, a Sunday, 40 s into a minute
 CLIENT_ID = GitHubSandboxConfig.client_id
@@ -98,26 +96,6 @@ class Sandbox:
 
 
 SandboxFactory = Callable[..., Sandbox]
-
-
-class AppSlot:
-    """An ASGI app forwarding to the current test's sandbox app, so that one server on a
-    loopback port serves the whole module (restarting uvicorn per test is slow)."""
-
-    def __init__(self) -> None:
-        self.app: Starlette | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        assert self.app is not None, "no sandbox app installed"
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")

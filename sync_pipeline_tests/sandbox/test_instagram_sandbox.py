@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync_pipeline.sandbox.instagram import (
     InstagramSandboxConfig,
@@ -23,7 +21,7 @@ from sync_pipeline.sandbox.instagram import (
     ManualClock,
     create_app,
 )
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sandbox.server import AppSlot, SandboxServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 CLIENT_ID = "990602627938098"
@@ -116,20 +114,6 @@ class Sandbox:
 
 
 SandboxFactory = Callable[..., Sandbox]
-
-
-class AppSlot:
-    """ASGI app forwarding to whichever sandbox app the current test installed.
-
-    One loopback server serves the whole module (starting and stopping uvicorn per test
-    would dominate the run time); each test still gets a fresh sandbox state and app.
-    """
-
-    def __init__(self) -> None:
-        self.app: ASGIApp = Starlette()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")

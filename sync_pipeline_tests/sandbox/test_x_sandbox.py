@@ -14,10 +14,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sandbox.server import AppSlot, SandboxServer
 from sync_pipeline.sandbox.x import (
     ManualClock,
     XSandboxConfig,
@@ -125,20 +123,6 @@ class Sandbox:
 
 
 SandboxFactory = Callable[..., Sandbox]
-
-
-class AppSlot:
-    """ASGI app forwarding to whichever sandbox app the current test installed.
-
-    One loopback server serves the whole module (starting and stopping uvicorn per test
-    would dominate the run time); each test still gets a fresh sandbox state and app.
-    """
-
-    def __init__(self) -> None:
-        self.app: ASGIApp = Starlette()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")

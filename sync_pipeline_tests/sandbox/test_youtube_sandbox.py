@@ -13,10 +13,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
 
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sandbox.server import AppSlot, SandboxServer
 from sync_pipeline.sandbox.youtube import (
     ManualClock,
     YouTubeSandboxConfig,
@@ -107,26 +105,6 @@ class Sandbox:
 
 
 SandboxFactory = Callable[..., Sandbox]
-
-
-class AppSlot:
-    """An ASGI app forwarding to the current test's sandbox app, so that one server on a
-    loopback port serves the whole module (restarting uvicorn per test is slow)."""
-
-    def __init__(self) -> None:
-        self.app: Starlette | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        assert self.app is not None, "no sandbox app installed"
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")

@@ -6,119 +6,47 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import httpx
 import pytest
 from sqlalchemy import select
 
-from sync_pipeline.core.daily import sync_daily
+from sync_pipeline.core.daily import DailyActivityClient, sync_daily
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import DailyActivity, PlatformConnection
-from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.instagram.assets import instagram_daily_activity
 from sync_pipeline.defs.instagram.resources import InstagramResource
-from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
+from sync_pipeline.defs.users.accounts import disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY, CONSISTENCY_PUBLIC
-from sync_pipeline.sandbox.instagram import (
-    InstagramSandboxConfig,
-    InstagramSandboxState,
-    create_app,
-)
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline_tests.platforms import Box, join
 
-CLIENT_ID = "990602627938098"
-SECRET = "ig-test-secret"
 MEDIA = "GET /{ig-user-id}/media"
 REFRESH = "GET /refresh_access_token"
 DAY = 86400
 BUC_WINDOW = 3600
 
 
-@dataclass
-class Box:
-    """A running Instagram sandbox."""
-
-    state: InstagramSandboxState
-    url: str
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        """POST to the sandbox's control API."""
-        response = httpx.post(f"{self.url}/_sandbox{path}", json=body or {}, timeout=5)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def stats(self) -> dict[str, Any]:
-        """The sandbox's request and response counters."""
-        result: dict[str, Any] = httpx.get(f"{self.url}/_sandbox/stats", timeout=5).json()
-        return result
-
-    def account(self, count: int, days: int = 120, tz: str = "UTC") -> str:
-        """A new sandbox account with exactly `count` media over the last `days` days."""
-        body = self.control("/accounts", {"history_days": days, "count": count, "time_zone": tz})
-        return str(body["id"])
-
-
-@pytest.fixture
-def boxes() -> Iterator[Callable[..., Box]]:
-    """Start Instagram sandboxes with config overrides; all are stopped after the test."""
-    servers: list[SandboxServer] = []
-
-    def make(**config: Any) -> Box:
-        state = InstagramSandboxState(
-            InstagramSandboxConfig(accounts=0, client_id=CLIENT_ID, client_secret=SECRET, **config)
-        )
-        server = SandboxServer(create_app(state)).start()
-        servers.append(server)
-        return Box(state, server.url)
-
-    yield make
-    for server in servers:
-        server.stop()
-
-
 @pytest.fixture
 def box(boxes: Callable[..., Box]) -> Box:
-    """The Instagram sandbox with default limits."""
-    return boxes()
+    """The Instagram sandbox with its default limits."""
+    return boxes("instagram")
 
 
 @pytest.fixture
-def make_ig(app_db: AppDatabaseResource) -> Iterator[Callable[..., InstagramResource]]:
-    """Build Instagram resources pointed at a sandbox; all are closed after the test."""
-    made: list[InstagramResource] = []
+def make_ig(clients: Callable[..., DailyActivityClient]) -> Callable[..., InstagramResource]:
+    """Build Instagram resources pointed at a sandbox."""
 
     def make(box: Box, **overrides: Any) -> InstagramResource:
-        fields: dict[str, Any] = {
-            "app_db": app_db,
-            "client_id": CLIENT_ID,
-            "client_secret": SECRET,
-            "base_url": box.url,
-            "oauth_base_url": box.url,
-            "timeout_seconds": 5.0,
-            "connect_timeout_seconds": 2.0,
-            **overrides,
-        }
-        resource = InstagramResource(**fields)
-        made.append(resource)
-        return resource
+        client = clients(box, **overrides)
+        assert isinstance(client, InstagramResource)
+        return client
 
-    yield make
-    for resource in made:
-        resource.close()
-
-
-def join(ig: InstagramResource, user_id: str, account: str, tz: str = "UTC") -> None:
-    """Add an app user and connect them to the sandbox account through the OAuth redirect."""
-    add_user(ig.app_db.url, user_id, timezone=tz)
-    conn = connect(ig, user_id, auto_approve=True, sandbox_user=account)
-    assert conn.account_id == account and conn.state == "connected"
+    return make
 
 
 def sync(ig: InstagramResource, user_id: str) -> SyncOutcome:
@@ -170,7 +98,7 @@ def age_token(ig: InstagramResource, user_id: str, days_left: float) -> TokenSet
 def test_connect_exchanges_for_a_long_lived_token(
     boxes: Callable[..., Box], make_ig: Callable[..., InstagramResource], shape: str
 ) -> None:
-    box = boxes(token_response_shape=shape)
+    box = boxes("instagram", token_response_shape=shape)
     ig = make_ig(box)
     account = box.account(count=5)
     join(ig, "ana", account)
@@ -191,7 +119,7 @@ def test_pages_to_completion_with_exact_daily_counts(
     box: Box, make_ig: Callable[..., InstagramResource], page_size: int
 ) -> None:
     ig = make_ig(box, page_size=page_size)
-    account = box.account(count=200, days=120)
+    account = box.account(count=200, history_days=120)
     join(ig, "ana", account)
 
     outcome = sync(ig, "ana")
@@ -212,7 +140,7 @@ def test_local_days_follow_the_users_time_zone(
     box: Box, make_ig: Callable[..., InstagramResource]
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=120, days=60)
+    account = box.account(count=120, history_days=60)
     # 20:30 UTC is the next morning in Tokyo and the same noon in Los Angeles.
     anchor = dt.datetime.combine(today("UTC") - dt.timedelta(days=5), dt.time(20, 30), dt.UTC)
     box.control(f"/accounts/{account}/items", {"count": 7, "at": anchor.timestamp()})
@@ -235,7 +163,7 @@ def test_resync_of_trailing_window_is_idempotent_and_sees_new_media(
     box: Box, make_ig: Callable[..., InstagramResource]
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=80, days=30)
+    account = box.account(count=80, history_days=30)
     join(ig, "ana", account, "Australia/Sydney")
     assert sync(ig, "ana").status == "succeeded"
     first = rows(ig.app_db.url, "ana")
@@ -259,7 +187,7 @@ def test_token_due_within_margin_is_refreshed(
     box: Box, make_ig: Callable[..., InstagramResource]
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=30, days=30)
+    account = box.account(count=30, history_days=30)
     join(ig, "ana", account)
     # 55 of the token's 60 days have passed, for us and for Instagram.
     before = age_token(ig, "ana", days_left=5)
@@ -289,7 +217,7 @@ def test_young_token_is_not_refreshed(
     box: Box, make_ig: Callable[..., InstagramResource], days_left: float, attempts: int | None
 ) -> None:
     ig = make_ig(box, token_refresh_margin_seconds=60 * DAY)  # always "due"
-    account = box.account(count=30, days=30)
+    account = box.account(count=30, history_days=30)
     join(ig, "ana", account)
     before = age_token(ig, "ana", days_left=days_left)
 
@@ -309,7 +237,7 @@ def test_rejected_token_needs_reconnect(
     box: Box, make_ig: Callable[..., InstagramResource], how: str
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=30, days=30)
+    account = box.account(count=30, history_days=30)
     join(ig, "ana", account)
     token = ig.app_db.tokens("instagram").get("ana")
     assert token is not None
@@ -333,7 +261,7 @@ def test_transient_faults_are_retried(
     box: Box, make_ig: Callable[..., InstagramResource], kind: str, delay: float
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=50, days=30)
+    account = box.account(count=50, history_days=30)
     join(ig, "ana", account)
     box.control("/faults", {"kind": kind, "count": 1, "path_contains": "/media", "delay": delay})
 
@@ -348,9 +276,9 @@ def test_transient_faults_are_retried(
 def test_usage_header_parks_before_instagram_throttles(
     boxes: Callable[..., Box], make_ig: Callable[..., InstagramResource]
 ) -> None:
-    box = boxes(buc_call_limit=4)  # far below the 200 calls the client assumes
+    box = boxes("instagram", buc_call_limit=4)  # far below the 200 calls the client assumes
     ig = make_ig(box, page_size=5, max_inline_wait_seconds=1.0)
-    account = box.account(count=60, days=30)
+    account = box.account(count=60, history_days=30)
     join(ig, "ana", account)
 
     outcome = sync(ig, "ana")
@@ -370,9 +298,9 @@ def test_usage_header_parks_before_instagram_throttles(
 def test_throttling_parks_until_access_is_regained(
     boxes: Callable[..., Box], make_ig: Callable[..., InstagramResource], status: int
 ) -> None:
-    box = boxes(throttle_http_status=status)
+    box = boxes("instagram", throttle_http_status=status)
     ig = make_ig(box)
-    account = box.account(count=50, days=30)
+    account = box.account(count=50, history_days=30)
     join(ig, "ana", account)
     box.control("/exhaust", {"account": account})
 
@@ -394,7 +322,7 @@ def test_materialize_partition_end_to_end(
     box: Box, make_ig: Callable[..., InstagramResource], instance: dg.DagsterInstance
 ) -> None:
     ig = make_ig(box)
-    account = box.account(count=90, days=60)
+    account = box.account(count=90, history_days=60)
     join(ig, "ana", account, "America/New_York")
     instance.add_dynamic_partitions("users", ["ana"])
 

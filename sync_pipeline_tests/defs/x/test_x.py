@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,104 +14,38 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from sync_pipeline.core.daily import account_for, local_day_bounds, sync_daily
+from sync_pipeline.core.daily import DailyActivityClient, account_for, local_day_bounds, sync_daily
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.http import CallStats
 from sync_pipeline.core.models import DailyActivity, PlatformConnection
-from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
-from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
+from sync_pipeline.defs.users.accounts import disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY, CONSISTENCY_PUBLIC
 from sync_pipeline.defs.x.assets import x_daily_activity
 from sync_pipeline.defs.x.resources import XResource
-from sync_pipeline.sandbox.server import SandboxServer
-from sync_pipeline.sandbox.x import XSandboxConfig, XSandboxState, create_app
+from sync_pipeline_tests.platforms import CLIENT_ID, CLIENT_SECRET, Box, join
 
-CLIENT_ID = "x-test-client"
-SECRET = "x-test-secret"
 TIMELINE = "GET /2/users/:id/tweets"
 WINDOW = 900
-
-
-@dataclass
-class Box:
-    """A running X sandbox."""
-
-    state: XSandboxState
-    url: str
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        """POST to the sandbox's control API."""
-        response = httpx.post(f"{self.url}/_sandbox{path}", json=body or {}, timeout=5)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def stats(self) -> dict[str, Any]:
-        """The sandbox's request and response counters."""
-        result: dict[str, Any] = httpx.get(f"{self.url}/_sandbox/stats", timeout=5).json()
-        return result
-
-    def account(self, count: int, days: int = 120, tz: str = "UTC") -> str:
-        """A new sandbox account with exactly `count` posts over the last `days` days."""
-        body = self.control("/accounts", {"history_days": days, "count": count, "time_zone": tz})
-        return str(body["id"])
-
-
-@pytest.fixture
-def boxes() -> Iterator[Callable[..., Box]]:
-    """Start X sandboxes with config overrides; all are stopped after the test."""
-    servers: list[SandboxServer] = []
-
-    def make(**config: Any) -> Box:
-        state = XSandboxState(
-            XSandboxConfig(accounts=0, client_id=CLIENT_ID, client_secret=SECRET, **config)
-        )
-        server = SandboxServer(create_app(state)).start()
-        servers.append(server)
-        return Box(state, server.url)
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
 def box(boxes: Callable[..., Box]) -> Box:
     """The X sandbox with X's default limits."""
-    return boxes()
+    return boxes("x")
 
 
 @pytest.fixture
-def make_x(app_db: AppDatabaseResource) -> Iterator[Callable[..., XResource]]:
-    """Build X resources pointed at a sandbox; all are closed after the test."""
-    made: list[XResource] = []
+def make_x(clients: Callable[..., DailyActivityClient]) -> Callable[..., XResource]:
+    """Build X resources pointed at a sandbox."""
 
     def make(box: Box, **overrides: Any) -> XResource:
-        fields: dict[str, Any] = {
-            "app_db": app_db,
-            "client_id": CLIENT_ID,
-            "client_secret": SECRET,
-            "base_url": box.url,
-            "oauth_base_url": box.url,
-            "timeout_seconds": 5.0,
-            "connect_timeout_seconds": 2.0,
-            **overrides,
-        }
-        resource = XResource(**fields)
-        made.append(resource)
-        return resource
+        client = clients(box, **overrides)
+        assert isinstance(client, XResource)
+        return client
 
-    yield make
-    for resource in made:
-        resource.close()
-
-
-def join(x: XResource, box: Box, user_id: str, account: str, tz: str = "UTC") -> None:
-    """Add an app user and connect them to the sandbox account through the OAuth redirect."""
-    add_user(x.app_db.url, user_id, timezone=tz)
-    conn = connect(x, user_id, auto_approve=True, sandbox_user=account)
-    assert conn.account_id == account and conn.state == "connected"
+    return make
 
 
 def sync(x: XResource, user_id: str) -> SyncOutcome:
@@ -153,8 +86,8 @@ def test_pages_to_completion_with_exact_daily_counts(
     box: Box, make_x: Callable[..., XResource], page_size: int
 ) -> None:
     x = make_x(box, page_size=page_size)
-    account = box.account(count=320, days=120)
-    join(x, box, "ana", account)
+    account = box.account(count=320, history_days=120)
+    join(x, "ana", account)
 
     outcome = sync(x, "ana")
 
@@ -174,14 +107,14 @@ def test_pages_to_completion_with_exact_daily_counts(
 
 def test_local_days_follow_the_users_time_zone(box: Box, make_x: Callable[..., XResource]) -> None:
     x = make_x(box)
-    account = box.account(count=200, days=60)
+    account = box.account(count=200, history_days=60)
     # 20:30 UTC is the next morning in Tokyo and the same noon in Los Angeles.
     anchor = dt.datetime.combine(today("UTC") - dt.timedelta(days=5), dt.time(20, 30), dt.UTC)
     box.control(f"/accounts/{account}/items", {"count": 7, "at": anchor.timestamp()})
 
     found: dict[str, dict[dt.date, int]] = {}
     for user_id, tz in (("kenji", "Asia/Tokyo"), ("lena", "America/Los_Angeles")):
-        join(x, box, user_id, account, tz)
+        join(x, user_id, account, tz)
         assert sync(x, user_id).status == "succeeded"
         found[tz] = rows(x.app_db.url, user_id)
         assert found[tz] == truth(box, account, tz, backfill_days(tz))
@@ -197,8 +130,8 @@ def test_resync_of_trailing_window_is_idempotent_and_sees_new_posts(
     box: Box, make_x: Callable[..., XResource]
 ) -> None:
     x = make_x(box)
-    account = box.account(count=150, days=30)
-    join(x, box, "ana", account, "Europe/Berlin")
+    account = box.account(count=150, history_days=30)
+    join(x, "ana", account, "Europe/Berlin")
     assert sync(x, "ana").status == "succeeded"
     first = rows(x.app_db.url, "ana")
 
@@ -222,8 +155,8 @@ def test_token_refresh_rotates_and_persists(
     box: Box, make_x: Callable[..., XResource], how: str
 ) -> None:
     x = make_x(box)
-    account = box.account(count=40, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=40, history_days=30)
+    join(x, "ana", account)
     store = x.app_db.tokens("x")
     before = store.get("ana")
     assert before is not None and before.refresh_token
@@ -247,7 +180,7 @@ def test_token_refresh_rotates_and_persists(
     old = httpx.post(
         f"{box.url}/2/oauth2/token",
         data={"grant_type": "refresh_token", "refresh_token": before.refresh_token},
-        auth=(CLIENT_ID, SECRET),
+        auth=(CLIENT_ID, CLIENT_SECRET),
     )
     assert old.status_code == 400
     box.control(f"/accounts/{account}/expire")
@@ -256,8 +189,8 @@ def test_token_refresh_rotates_and_persists(
 
 def test_revoked_token_needs_reconnect(box: Box, make_x: Callable[..., XResource]) -> None:
     x = make_x(box)
-    account = box.account(count=40, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=40, history_days=30)
+    join(x, "ana", account)
     token = x.app_db.tokens("x").get("ana")
     assert token is not None
     box.control(f"/accounts/{account}/revoke")
@@ -282,8 +215,8 @@ def test_transient_faults_are_retried(
     box: Box, make_x: Callable[..., XResource], kind: str, delay: float
 ) -> None:
     x = make_x(box)
-    account = box.account(count=60, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=60, history_days=30)
+    join(x, "ana", account)
     box.control("/faults", {"kind": kind, "count": 1, "path_contains": "/tweets", "delay": delay})
 
     outcome = sync(x, "ana")
@@ -297,10 +230,10 @@ def test_transient_faults_are_retried(
 def test_budget_learned_from_headers_parks_before_x_refuses(
     boxes: Callable[..., Box], make_x: Callable[..., XResource]
 ) -> None:
-    box = boxes(timeline_user_limit=4)  # a lower access tier than the configured 900
+    box = boxes("x", timeline_user_limit=4)  # a lower access tier than the configured 900
     x = make_x(box, page_size=5, max_inline_wait_seconds=1.0)
-    account = box.account(count=60, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=60, history_days=30)
+    join(x, "ana", account)
 
     outcome = sync(x, "ana")
 
@@ -319,8 +252,8 @@ def test_limit_forced_far_from_reset_parks_until_reset(
     box: Box, make_x: Callable[..., XResource], scope: str, bucket: int
 ) -> None:
     x = make_x(box, max_inline_wait_seconds=1.0)
-    account = box.account(count=60, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=60, history_days=30)
+    join(x, "ana", account)
     spent = box.control("/exhaust", {"endpoint": "tweets", "account": account, "scope": scope})
 
     outcome = sync(x, "ana")
@@ -340,10 +273,10 @@ def test_limit_near_reset_waits_inline(
     boxes: Callable[..., Box], make_x: Callable[..., XResource]
 ) -> None:
     # Time compressed 300x: 15-minute windows last 3 s.
-    box = boxes(time_scale=300, auth_code_seconds=3000)
+    box = boxes("x", time_scale=300, auth_code_seconds=3000)
     x = make_x(box, time_scale=300, max_inline_wait_seconds=10.0)
-    account = box.account(count=60, days=30)
-    join(x, box, "ana", account)
+    account = box.account(count=60, history_days=30)
+    join(x, "ana", account)
     box.control("/faults", {"kind": "429", "count": 1, "path_contains": "/tweets"})
 
     outcome = sync(x, "ana")
@@ -358,8 +291,8 @@ def test_materialize_partition_end_to_end(
     box: Box, make_x: Callable[..., XResource], instance: dg.DagsterInstance
 ) -> None:
     x = make_x(box)
-    account = box.account(count=120, days=60)
-    join(x, box, "ana", account, "Asia/Kolkata")
+    account = box.account(count=120, history_days=60)
+    join(x, "ana", account, "Asia/Kolkata")
     instance.add_dynamic_partitions("users", ["ana"])
 
     result = dg.materialize(
@@ -389,11 +322,11 @@ def test_request_covers_only_the_local_days(box: Box, make_x: Callable[..., XRes
     tz = ZoneInfo("Asia/Tokyo")
     start = today("Asia/Tokyo") - dt.timedelta(days=10)
     lo, hi = local_day_bounds(start, start + dt.timedelta(days=1), tz)
-    account = box.account(count=1, days=1)
+    account = box.account(count=1, history_days=1)
     for at in (lo.timestamp() - 1, lo.timestamp(), hi.timestamp() - 1, hi.timestamp()):
         box.control(f"/accounts/{account}/items", {"count": 1, "at": at})
     x = make_x(box)
-    join(x, box, "ana", account, "Asia/Tokyo")
+    join(x, "ana", account, "Asia/Tokyo")
     acct, why = account_for(x.app_db.url, "ana", "x")
     assert acct is not None, why
 
