@@ -473,7 +473,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
             env={
                 **os.environ,
                 "DAGSTER_HOME": str(s.dagster_home),
-                "PYTHONWARNINGS": "ignore::dagster.SupersessionWarning",
+                "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
             },
         )
         child.wait()

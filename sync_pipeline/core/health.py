@@ -56,10 +56,10 @@ class SourceHealth:
 
 
 def budget_rows(usage: list[WindowUsage]) -> list[dict[str, Any]]:
-    """Budget windows as rows (bucket without the app prefix)."""
+    """Budget windows as rows (bucket without the source prefix)."""
     return [
         {
-            "bucket": u.bucket.split(":", 2)[-1],
+            "bucket": u.bucket.split(":", 1)[-1],
             "used": u.used,
             "limit": u.limit,
             "left": u.left,
