@@ -373,3 +373,78 @@ def test_run_worker_killed_mid_sync_fails_then_retry_resumes_from_checkpoint(
     assert stored_counts(dep.app_db.url)[athlete] == 2000
     assert stored_ids(dep.app_db.url, athlete) == set(state.activity_ids(athlete))
     state.clear_faults()
+
+
+def test_a_sweep_queued_behind_a_flood_of_interactive_runs_starts_before_the_flood_ends(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    dep.wait_for("first syncs of every athlete", lambda: _first_syncs_done(dep))
+    state = dep.sandbox.state
+    strava = make_strava(dep.app_db, dep.sandbox)
+    flood: list[str] = []
+    try:
+        for _ in range(6):  # six new athletes: six first-sync runs at priority 5 (interactive)
+            athlete = state.add_athlete(3)
+            state.inject_fault(
+                "slow", count=20, path_contains="/athlete/activities", athlete_id=athlete, delay=3
+            )
+            connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=athlete)
+            flood.append(str(athlete))
+    finally:
+        strava.close()
+
+    def flood_runs() -> list[dg.RunRecord]:
+        return [
+            r
+            for key in flood
+            for r in dep.instance.get_run_records(
+                dg.RunsFilter(job_name="strava_athlete_sync", tags={"dagster/partition": key})
+            )
+        ]
+
+    dep.wait_for("the flood to be queued", lambda: len(flood_runs()) == len(flood) or None)
+    sweep_id = str(uuid.uuid4())
+    config = {"ops": {"strava_sweep": {"config": {"athletes": dep.athletes}}}}
+    launched = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "launch",
+            "-w",
+            str(WORKSPACE),
+            "-j",
+            "strava_sweep_job",
+            "--run-id",
+            sweep_id,
+            "--config-json",
+            json.dumps(config),
+        ],
+        cwd=dep.workdir,
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    queued = dep.instance.get_run_by_id(sweep_id)
+    assert queued is not None and queued.tags[priorities.LANE_TAG] == "batch"
+
+    def finished(run_id: str) -> dg.DagsterRun | None:
+        run = dep.instance.get_run_by_id(run_id)
+        return run if run is not None and run.is_finished else None
+
+    sweep = dep.wait_for("the sweep to finish", lambda: finished(sweep_id), timeout=240)
+    assert sweep.status == dg.DagsterRunStatus.SUCCESS, dep.diagnostics()
+    dep.wait_for(
+        "the flood to finish",
+        lambda: all(r.dagster_run.is_finished for r in flood_runs()) or None,
+        timeout=300,
+    )
+    [sweep_record] = dep.instance.get_run_records(dg.RunsFilter(run_ids=[sweep_id]))
+    flood_starts = [r.start_time for r in flood_runs() if r.start_time is not None]
+    assert sweep_record.start_time is not None and len(flood_starts) == len(flood)
+    # Priority alone would start every flood run (5) before the sweep (0); the reserved
+    # capacity lets the sweep start while flood runs are still waiting.
+    assert sweep_record.start_time < max(flood_starts)
+    state.clear_faults()

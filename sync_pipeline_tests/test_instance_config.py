@@ -49,6 +49,19 @@ def test_interactive_lane_leaves_a_slot_for_batch_work() -> None:
     assert cap < slots
 
 
+@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram"])
+def test_a_sources_interactive_runs_leave_its_sweep_a_slot(source: str) -> None:
+    [source_cap] = [
+        x["limit"] for x in limits() if x["key"] == priorities.SOURCE_TAG and x["value"] == source
+    ]
+    [lane_cap] = [
+        x["limit"]
+        for x in limits()
+        if x["key"] == priorities.SOURCE_LANE_TAG and x["value"] == f"{source}/interactive"
+    ]
+    assert 0 < lane_cap < source_cap
+
+
 @pytest.mark.parametrize(
     ("priority", "lane"),
     [

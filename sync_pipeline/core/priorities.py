@@ -9,6 +9,9 @@ TRIGGER_TAG = "sync_pipeline/trigger"
 # caps interactive runs below max_concurrent_runs, so a flood of them always leaves a slot
 # for queued batch work: Dagster's queue has no aging, this reservation bounds the wait.
 LANE_TAG = "sync_pipeline/lane"
+# "<source>/<lane>": dagster.yaml caps each source's interactive runs one below the source's
+# cap, so a flood of one source's manual runs still leaves that source a slot for its sweep.
+SOURCE_LANE_TAG = "sync_pipeline/source_lane"
 
 MANUAL = 10  # UI, CLI, `dagster job launch`: pass the batch
 WEBHOOK = 5  # provider push events
@@ -29,9 +32,15 @@ def run_tags(priority: int, source: str, trigger: str) -> dict[str, str]:
         SOURCE_TAG: source,
         TRIGGER_TAG: trigger,
         LANE_TAG: lane(priority),
+        SOURCE_LANE_TAG: f"{source}/{lane(priority)}",
     }
 
 
 def job_tags(priority: int, source: str) -> dict[str, str]:
     """Default tags of a job (runs launched from the UI or `dagster job launch`)."""
-    return {PRIORITY_TAG: str(priority), SOURCE_TAG: source, LANE_TAG: lane(priority)}
+    return {
+        PRIORITY_TAG: str(priority),
+        SOURCE_TAG: source,
+        LANE_TAG: lane(priority),
+        SOURCE_LANE_TAG: f"{source}/{lane(priority)}",
+    }
