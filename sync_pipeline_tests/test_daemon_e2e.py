@@ -384,10 +384,12 @@ def test_a_sweep_queued_behind_a_flood_of_interactive_runs_starts_before_the_flo
     strava = make_strava(dep.app_db, dep.sandbox)
     flood: list[str] = []
     try:
-        for _ in range(6):  # six new athletes: six first-sync runs at priority 5 (interactive)
+        # Eight new athletes: eight first-sync runs at priority 5 (interactive), each held
+        # ~8 s by a slow sandbox, two at a time: the flood lasts far longer than a launch.
+        for _ in range(8):
             athlete = state.add_athlete(3)
             state.inject_fault(
-                "slow", count=20, path_contains="/athlete/activities", athlete_id=athlete, delay=3
+                "slow", count=20, path_contains="/athlete/activities", athlete_id=athlete, delay=8
             )
             connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=athlete)
             flood.append(str(athlete))
