@@ -170,6 +170,14 @@ def _deploy(root: Path, home: Path, workdir: Path, db_url: str) -> Iterator[Depl
         "STRAVA_STREETS_FILE": "",  # street matching off: these tests are about the queue
         "PYTHONUNBUFFERED": "1",
     }
+    # Create the instance (and its SQLite storage) before the daemon starts: two processes
+    # initializing the same storage at once race on its schema tables.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        instance = dg.DagsterInstance.get()
+    instance.get_runs_count()  # run storage
+    instance.fetch_materializations(dg.AssetKey("warm_up"), limit=1)  # event log storage
+    instance.all_instigator_state()  # schedule storage
     log = root / "daemon.log"
     with log.open("wb") as sink:
         daemon = subprocess.Popen(
@@ -180,16 +188,11 @@ def _deploy(root: Path, home: Path, workdir: Path, db_url: str) -> Iterator[Depl
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    instance: dg.DagsterInstance | None = None
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("DAGSTER_HOME", str(home))
-            instance = dg.DagsterInstance.get()
         yield Deployment(home, workdir, env, app_db, sandbox, athletes, daemon, log, instance)
     finally:
         _stop(daemon)
-        if instance is not None:
-            instance.dispose()
+        instance.dispose()
         server.stop()
         db.dispose_engines()
 
