@@ -395,19 +395,25 @@ def cmdline(pid: int) -> str:
 
 
 def process_kind(command: str) -> str:
-    """A label for a process in a Dagster deployment."""
-    if "dagster-daemon" in command and "run" in command:
-        return "daemon"
-    if "api grpc" in command or "code-server" in command or "grpc" in command:
-        return "code_server"
-    if "resource_tracker" in command:
-        return "other"
-    if "multiprocessing" in command or "execute_run" in command or "api execute" in command:
-        return "run_worker"
-    if "dagster-webserver" in command or "dagster dev" in command:
-        return "webserver"
-    if "dagster" in command and "launch" in command:
-        return "launcher"
+    """A label for a process in a Dagster deployment (by its command line)."""
+    head = command[:200]
+    rules = [
+        ("resource_tracker", "other"),
+        ("dagster-daemon", "daemon"),
+        ("dagster._daemon", "daemon"),
+        ("dagster_webserver", "webserver"),
+        ("dagster-webserver", "webserver"),
+        ("dagster dev", "dagster_dev"),
+        ("api grpc", "code_server"),
+        ("code-server start", "code_server"),
+        ("multiprocessing.spawn", "run_worker"),
+        ("api execute_run", "run_worker"),
+        ("sync-pipeline dev", "main_job_cli_and_sandboxes"),
+        ("launch_runs.py", "launcher"),
+    ]
+    for needle, kind in rules:
+        if needle in head:
+            return kind
     return "other"
 
 

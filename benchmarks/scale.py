@@ -14,8 +14,8 @@ partitions in a fresh Dagster home:
    time has one-second resolution) and the runs it submitted.
 5. The asset's partitions page in the UI: `dagster dev` on the home, headless Chromium
    driven over the DevTools protocol loads `/assets/strava_activities?view=partitions`
-   until partition keys are on the page (cold, then warm). Queued runs are deleted first
-   so the daemon inside `dagster dev` idles.
+   until the partition count and the per-status counts are on the page (cold, then warm).
+   Queued runs are deleted first so the daemon inside `dagster dev` idles.
 
 Baseline column: the same question answered by plain SQL on the app database (count by
 state, list new athletes), to show the floor.
@@ -206,8 +206,8 @@ def tick_created(home: Path, tick_id: int) -> float | None:
     return value.timestamp()
 
 
-async def load_page(cdp_port: int, url: str, marker: str, timeout: float) -> float:
-    """Navigate a Chromium tab to `url`; seconds until `marker` is in the page's text."""
+async def load_page(cdp_port: int, url: str, markers: list[str], timeout: float) -> float:
+    """Navigate a Chromium tab to `url`; seconds until every marker is in the page's text."""
     async with httpx.AsyncClient() as client:
         targets = (await client.get(f"http://127.0.0.1:{cdp_port}/json/list")).json()
     page = next(t for t in targets if t.get("type") == "page")
@@ -227,7 +227,8 @@ async def load_page(cdp_port: int, url: str, marker: str, timeout: float) -> flo
         await call("Page.navigate", {"url": "about:blank"})
         t0 = time.perf_counter()
         await call("Page.navigate", {"url": url})
-        expression = f"document.body && document.body.innerText.includes({json.dumps(marker)})"
+        checks = " && ".join(f"document.body.innerText.includes({json.dumps(m)})" for m in markers)
+        expression = f"!!document.body && {checks}"
         while time.perf_counter() - t0 < timeout:
             result = await call("Runtime.evaluate", {"expression": expression})
             if result.get("result", {}).get("value") is True:
@@ -235,10 +236,10 @@ async def load_page(cdp_port: int, url: str, marker: str, timeout: float) -> flo
             await asyncio.sleep(0.1)
         text = await call("Runtime.evaluate", {"expression": "document.body.innerText"})
         shown = str(text.get("result", {}).get("value", ""))[:1500]
-    raise TimeoutError(f"{marker!r} not on {url} within {timeout:.0f}s; page text:\n{shown}")
+    raise TimeoutError(f"{markers!r} not on {url} within {timeout:.0f}s; page text:\n{shown}")
 
 
-def ui_page(env: dict[str, str], root: Path, marker: str) -> dict[str, Any]:
+def ui_page(env: dict[str, str], root: Path, markers: list[str]) -> dict[str, Any]:
     """`dagster dev` on the home; load the partitions page with headless Chromium."""
     ui_port, cdp_port = free_port_block((0,)), free_port_block((0,))
     log_path = root / "dagster_dev.log"
@@ -296,13 +297,13 @@ def ui_page(env: dict[str, str], root: Path, marker: str) -> dict[str, Any]:
 
         wait_until("chromium DevTools", cdp_up, timeout=60, poll=0.5)
         url = f"http://127.0.0.1:{ui_port}/assets/strava_activities?view=partitions"
-        cold = asyncio.run(load_page(cdp_port, url, marker, 180))
-        warm = asyncio.run(load_page(cdp_port, url, marker, 180))
+        cold = asyncio.run(load_page(cdp_port, url, markers, 180))
+        warm = asyncio.run(load_page(cdp_port, url, markers, 180))
         return {
             "url_path": "/assets/strava_activities?view=partitions",
             "cold_seconds": round(cold, 2),
             "warm_seconds": round(warm, 2),
-            "marker": marker,
+            "markers": markers,
         }
     finally:
         for proc in (chrome, dev):
@@ -385,7 +386,10 @@ def run(athletes: int, connect: int = 1000, keep: bool = False, ui: bool = True)
             result["runs_deleted_before_ui"] = delete_unfinished_runs(instance)
             if ui:
                 log("scale: UI partitions page")
-                result["ui"] = ui_page(env, root, marker=str(ids[-1]))
+                # The header count and the status counts: the partitions and their
+                # statuses have loaded.
+                markers = [f"{len(ids):,} Partitions", "Missing ("]
+                result["ui"] = ui_page(env, root, markers)
             instance.dispose()
         finally:
             sandbox.stop()
