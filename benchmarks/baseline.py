@@ -37,32 +37,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, StravaStream, SyncState
+from sync_pipeline.defs.strava.models import SummaryActivity
+from sync_pipeline.defs.strava.sync import UPDATABLE
+from sync_pipeline.defs.strava.sync import _row as sync_activity_row
 
 PER_PAGE = 200
 STREAM_KEYS = "latlng,time,distance,altitude"
-UPDATABLE = [
-    "name",
-    "sport_type",
-    "type",
-    "start_date",
-    "start_epoch",
-    "timezone",
-    "distance_m",
-    "moving_time_s",
-    "elapsed_time_s",
-    "total_elevation_gain_m",
-    "average_speed",
-    "max_speed",
-    "average_heartrate",
-    "kudos_count",
-    "private",
-    "visibility",
-    "commute",
-    "trainer",
-    "manual",
-    "raw",
-    "synced_at",
-]
 STREAM_UPDATABLE = ["points", "latlng", "time_s", "distance_m", "altitude_m", "fetched_at"]
 
 
@@ -91,33 +71,8 @@ def start_date(value: str) -> dt.datetime:
 
 
 def row(d: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """A strava_activities row from one API activity."""
-    start = start_date(d["start_date"])
-    return {
-        "id": int(d["id"]),
-        "athlete_id": int(d["athlete"]["id"]),
-        "name": d.get("name"),
-        "sport_type": d.get("sport_type"),
-        "type": d.get("type"),
-        "start_date": start,
-        "start_epoch": int(start.timestamp()),
-        "timezone": d.get("timezone"),
-        "distance_m": d.get("distance"),
-        "moving_time_s": d.get("moving_time"),
-        "elapsed_time_s": d.get("elapsed_time"),
-        "total_elevation_gain_m": d.get("total_elevation_gain"),
-        "average_speed": d.get("average_speed"),
-        "max_speed": d.get("max_speed"),
-        "average_heartrate": d.get("average_heartrate"),
-        "kudos_count": d.get("kudos_count"),
-        "private": bool(d.get("private", False)),
-        "visibility": d.get("visibility"),
-        "commute": bool(d.get("commute", False)),
-        "trainer": bool(d.get("trainer", False)),
-        "manual": bool(d.get("manual", False)),
-        "raw": d,
-        "synced_at": now,
-    }
+    """A strava_activities row from one API activity: the same mapping the sync writes."""
+    return sync_activity_row(SummaryActivity.from_api(d), now)
 
 
 @dataclass
@@ -177,12 +132,14 @@ class Store:
 
     def write_page(self, items: list[dict[str, Any]], now: dt.datetime) -> None:
         """Upsert one page of activities."""
-        stmt = sqlite_insert(StravaActivity).values([row(d, now) for d in items])
+        # One cached single-row statement, the rows as parameter sets (executemany): the
+        # fastest form SQLAlchemy offers, as the pipeline's `core.db.upsert` uses.
+        stmt = sqlite_insert(StravaActivity)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"], set_={c: stmt.excluded[c] for c in UPDATABLE}
         )
         with Session(self.engine) as s, s.begin():
-            s.execute(stmt)
+            s.execute(stmt, [row(d, now) for d in items])
 
     def write_streams(self, athlete_id: int, activity_id: int, streams: dict[str, Any]) -> None:
         """Store an activity's streams and mark it processed."""

@@ -40,6 +40,7 @@ from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, SyncS
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.strava.models import SummaryActivity
+from sync_pipeline.defs.strava.sync import _row as sync_activity_row
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.strava import data as sandbox_data
 from sync_pipeline.sandbox.strava.app import create_app
@@ -193,33 +194,8 @@ def copy_app_db(src: AppDatabaseResource, path: Path) -> AppDatabaseResource:
 
 
 def activity_row(d: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """The strava_activities row the sync writes for one API activity."""
-    a = SummaryActivity.from_api(d)
-    return {
-        "id": a.id,
-        "athlete_id": a.athlete_id,
-        "name": a.name,
-        "sport_type": a.sport_type,
-        "type": a.type,
-        "start_date": a.start_date,
-        "start_epoch": a.start_epoch,
-        "timezone": a.timezone,
-        "distance_m": a.distance,
-        "moving_time_s": a.moving_time,
-        "elapsed_time_s": a.elapsed_time,
-        "total_elevation_gain_m": a.total_elevation_gain,
-        "average_speed": a.average_speed,
-        "max_speed": a.max_speed,
-        "average_heartrate": a.average_heartrate,
-        "kudos_count": a.kudos_count,
-        "private": a.private,
-        "visibility": a.visibility,
-        "commute": a.commute,
-        "trainer": a.trainer,
-        "manual": a.manual,
-        "raw": a.raw,
-        "synced_at": now,
-    }
+    """The strava_activities row the sync writes for one API activity (the sync's own mapping)."""
+    return sync_activity_row(SummaryActivity.from_api(d), now)
 
 
 def connect_athletes(
@@ -355,6 +331,7 @@ class ProcStat:
     cpu: float  # own + waited-for children, seconds
     rss: int  # bytes
     start: int  # clock ticks after boot (with pid: a process identity)
+    own_cpu: float = 0.0  # own utime + stime only, seconds
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -372,6 +349,7 @@ def read_stat(pid: int) -> ProcStat | None:
         cpu=ticks / CLK_TCK,
         rss=int(rest[21]) * PAGE_SIZE,
         start=int(rest[19]),
+        own_cpu=(int(rest[11]) + int(rest[12])) / CLK_TCK,
     )
 
 
@@ -442,6 +420,9 @@ class TreeUsage:
     """CPU and memory of a process tree over a sampled interval."""
 
     cpu_seconds: float = 0.0
+    # Own CPU of each process between samples, by kind (a process that starts and ends
+    # between two samples is missed: `cpu_seconds` minus their sum is reported unattributed).
+    cpu_seconds_by_kind: dict[str, float] = field(default_factory=dict)
     peak_rss_sum: int = 0
     peak_hwm_by_kind: dict[str, int] = field(default_factory=dict)
     processes_seen_by_kind: dict[str, int] = field(default_factory=dict)
@@ -452,6 +433,12 @@ class TreeUsage:
         """JSON form (MB, seconds)."""
         return {
             "cpu_seconds": round(self.cpu_seconds, 2),
+            "cpu_seconds_by_kind": {
+                **{k: round(v, 2) for k, v in sorted(self.cpu_seconds_by_kind.items())},
+                "unattributed": round(
+                    max(0.0, self.cpu_seconds - sum(self.cpu_seconds_by_kind.values())), 2
+                ),
+            },
             "peak_rss_sum_mb": mb(self.peak_rss_sum),
             "peak_rss_by_kind_mb": {k: mb(v) for k, v in sorted(self.peak_hwm_by_kind.items())},
             "processes_by_kind": dict(sorted(self.processes_seen_by_kind.items())),
@@ -479,6 +466,7 @@ class TreeSampler:
         self._first_cpu: float | None = None
         self._last_cpu = 0.0
         self._seen: dict[tuple[int, int], str] = {}
+        self._own_cpu: dict[tuple[int, int], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
 
@@ -505,6 +493,12 @@ class TreeSampler:
                     examples.add(command[:160])
             peaks = self.usage.peak_hwm_by_kind
             peaks[kind] = max(peaks.get(kind, 0), read_hwm(p.pid))
+            # A process first seen after the first sample started inside the interval: all
+            # of its CPU so far counts; processes present at the first sample start at 0.
+            before = self._own_cpu.get(key, p.own_cpu if self.usage.samples == 0 else 0.0)
+            self._own_cpu[key] = p.own_cpu
+            by_kind = self.usage.cpu_seconds_by_kind
+            by_kind[kind] = by_kind.get(kind, 0.0) + p.own_cpu - before
         self.usage.samples += 1
 
     def _loop(self) -> None:
@@ -800,12 +794,19 @@ def dir_size(path: Path) -> int:
 
 
 def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-    """A plain aligned table on stdout."""
-    cells = [[str(h) for h in header], *[[fmt(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for n, r in enumerate(cells):
-        pairs = enumerate(zip(r, widths, strict=True))
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs))
+    """A plain aligned table on stdout (rows may differ in length; numbers right-aligned)."""
+    width = max([len(header), *(len(r) for r in rows)])
+    cells = [[*map(str, header), *[""] * (width - len(header))]]
+    numeric: list[list[bool]] = [[False] * width]
+    for r in rows:
+        cells.append([*(fmt(c) for c in r), *[""] * (width - len(r))])
+        numeric.append([isinstance(c, int | float) for c in r] + [False] * (width - len(r)))
+    widths = [max(len(r[i]) for r in cells) for i in range(width)]
+    for n, (r, nums) in enumerate(zip(cells, numeric, strict=True)):
+        line = "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, nums, strict=True)
+        )
+        print(line.rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -17,9 +17,11 @@ leak into a long run. Progress goes to stderr; stdout carries the table and the 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +50,8 @@ def reexec_with_snapshot(rev: str) -> None:
         "PYTHONPATH": os.pathsep.join([str(dest), os.environ.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
         ),
-        "BENCH_SOURCE": f"{rev} ({commit}) at {dest}",
+        "BENCH_SOURCE": f"{rev} ({commit})",
+        "BENCH_SNAPSHOT_DIR": str(dest),
     }
     args = [a for a in sys.argv[1:]]
     i = args.index("--snapshot")
@@ -79,6 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.snapshot:
         reexec_with_snapshot(args.snapshot)
+    snapshot = os.environ.get("BENCH_SNAPSHOT_DIR")
+    if snapshot and Path(snapshot).name.startswith("bench-src-"):
+        atexit.register(shutil.rmtree, snapshot, True)
 
     sys.path.insert(0, str(BENCH_DIR))
     from common import PROJECT_ROOT, log, print_table
@@ -91,6 +97,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
     started = time.time()
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
 
     def record(name: str, fn: Callable[[], dict[str, Any]], to_rows: Callable[..., Any]) -> None:
         log(f"=== {name}")
@@ -102,7 +109,12 @@ def main() -> None:
             rows.append([name, "ERROR", str(exc)[:80]])
             return
         results.append(result)
-        rows.extend(to_rows(result))
+        if args.json_out:  # partial results survive a later failure
+            args.json_out.write_text(json.dumps({"partial": True, "benchmarks": results}))
+        try:
+            rows.extend(to_rows(result))
+        except Exception as exc:
+            rows.append([name, "table rows failed", f"{type(exc).__name__}: {exc}"])
 
     if "sweep" in chosen:
         import sweep
@@ -120,7 +132,7 @@ def main() -> None:
     if "rate" in chosen:
         import rate_budget
 
-        n = args.rate_athletes or (50 if quick else 200)
+        n = args.rate_athletes or (100 if quick else 200)
         for factor in args.time_scale or ([90] if quick else [60, 15]):
             record(
                 f"rate_budget_x{factor}",
@@ -140,27 +152,24 @@ def main() -> None:
         import scale as scale_bench
 
         n = args.scale_athletes or (10_000 if quick else 100_000)
-        record(
-            "scale",
-            lambda: scale_bench.run(n, connect=min(1000, n // 10)),
-            scale_bench.table_rows,
-        )
+        joining = 100 if quick else 1000
+        record("scale", lambda: scale_bench.run(n, connect=joining), scale_bench.table_rows)
 
-    print()
-    print_table(rows, ["benchmark", "contender / figure", "values ..."])
     out = {
         "issue": 5,
         "source": os.environ.get("BENCH_SOURCE", str(PROJECT_ROOT)),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "loadavg_at_start_end": [None, Path("/proc/loadavg").read_text().split()[:3]],
+            "loadavg_at_start_end": [load_start, Path("/proc/loadavg").read_text().split()[:3]],
         },
         "seconds": round(time.time() - started, 1),
         "benchmarks": results,
     }
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=2))
+    print()
+    print_table(rows, ["benchmark", "contender / figure", "values ..."])
     print(json.dumps(out))
 
 

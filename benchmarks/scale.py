@@ -127,7 +127,7 @@ def sensor_tick(
                 return t
         return None
 
-    tick = wait_until("the tick adding partitions", tick_with_adds, timeout=300, daemon=daemon)
+    tick = wait_until("the tick adding partitions", tick_with_adds, timeout=1800, daemon=daemon)
     added = sum(
         len(r.added_partitions or []) for r in tick.tick_data.dynamic_partitions_request_results
     )

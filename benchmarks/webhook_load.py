@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select
@@ -38,6 +39,7 @@ from sync_pipeline.core.models import WebhookEvent
 
 BIN = Path(sys.executable).parent
 VERIFY_TOKEN = "bench-verify-token"
+REQUEST_TIMEOUT = 30.0
 
 
 def free_port() -> int:
@@ -59,16 +61,23 @@ def wait_healthy(url: str, deadline: float) -> None:
     raise RuntimeError("receiver did not start")
 
 
-async def _load(url: str, rate: int, seconds: float, offset: int) -> dict[str, Any]:
+async def _load(
+    url: str, rate: int, seconds: float, offset: int, connections: int
+) -> dict[str, Any]:
+    """Open-loop load: request i is due at start + i/rate; latency counts from when it was due
+    (so waiting for a free connection is counted, not hidden). Raw keep-alive HTTP/1.1 over
+    asyncio streams: the generator must cost far less than the receiver it measures."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    total = int(rate * seconds)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+    due_queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
 
-        async def post(i: int) -> None:
-            nonlocal errors
-            body = {
+    def request(i: int) -> bytes:
+        body = json.dumps(
+            {
                 "object_type": "activity",
                 "object_id": offset + i,
                 "aspect_type": "create",
@@ -77,26 +86,54 @@ async def _load(url: str, rate: int, seconds: float, offset: int) -> dict[str, A
                 "event_time": 1_800_000_000 + i,
                 "updates": {},
             }
-            started = time.perf_counter()
-            try:
-                r = await client.post(f"{url}/webhooks/strava", json=body)
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append(time.perf_counter() - started)
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        ).encode()
+        head = (
+            f"POST /webhooks/strava HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
 
-        total = int(rate * seconds)
-        start = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)  # open-loop pacing of the sender
-            tasks.append(asyncio.create_task(post(i)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    async def worker() -> None:
+        nonlocal errors
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        while (item := await due_queue.get()) is not None:
+            i, due = item
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(request(i))
+                status_line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+                status = int(status_line.split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+            except (OSError, ValueError, IndexError, TimeoutError, asyncio.IncompleteReadError):
+                errors += 1
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                continue
+            latencies.append(time.perf_counter() - due)
+            statuses[status] = statuses.get(status, 0) + 1
+        if writer is not None:
+            writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # open-loop pacing of the sender
+        due_queue.put_nowait((i, due))
+    for _ in workers:
+        due_queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - start
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -116,8 +153,16 @@ async def _load(url: str, rate: int, seconds: float, offset: int) -> dict[str, A
     }
 
 
-def _generator(url: str, rate: int, seconds: float, offset: int, out: Any) -> None:
-    out.put(asyncio.run(_load(url, rate, seconds, offset)))
+def _generator(
+    url: str, rate: int, seconds: float, offset: int, connections: int, out: Any
+) -> None:
+    load = _load(url, rate, seconds, offset, connections)
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio is fine, only slower
+        out.put(asyncio.run(load))
+    else:
+        out.put(uvloop.run(load))
 
 
 def stored(db_url: str, lo: int, hi: int) -> tuple[int, int]:
@@ -139,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500])
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    parser.add_argument("--workers", type=int, default=1, help="receiver worker processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/app.db"
@@ -161,6 +208,8 @@ def main() -> None:
                 str(port),
                 "--log-level",
                 "warning",
+                "--workers",
+                str(args.workers),
             ],
             cwd=tmp,
             env=env,
@@ -173,10 +222,12 @@ def main() -> None:
                 offset = (n + 1) * 10_000_000
                 queue: Any = mp.get_context("spawn").Queue()
                 proc = mp.get_context("spawn").Process(
-                    target=_generator, args=(url, rate, args.seconds, offset, queue)
+                    target=_generator,
+                    args=(url, rate, args.seconds, offset, args.connections, queue),
                 )
                 proc.start()
-                figures = queue.get(timeout=args.seconds * 4 + 60)
+                # every request ends (answer, error or REQUEST_TIMEOUT) after the last is due
+                figures = queue.get(timeout=args.seconds + REQUEST_TIMEOUT * 4 + 60)
                 proc.join()
                 rows, distinct = stored(db_url, offset, offset + figures["sent"])
                 figures["stored_rows"] = rows

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import dagster as dg
+import yaml
 
 from sync_pipeline.core import db
 from sync_pipeline.core.daily import DailyActivityClient
@@ -16,6 +20,8 @@ from sync_pipeline.core.settings import ENV_FILE, Settings, load_env_file, sandb
 from sync_pipeline.defs.strava.resources import StravaResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: `host:port` of a running Dagster code server that launches use instead of loading the code.
+CODE_SERVER_VARIABLE = "SYNC_CODE_SERVER"
 
 
 def settings() -> Settings:
@@ -36,6 +42,92 @@ def app_db(s: Settings) -> AppDatabaseResource:
     except db.SchemaOutOfDateError as exc:
         raise click.ClickException(str(exc)) from exc
     return resource
+
+
+def dagster_home(s: Settings) -> Path:
+    """The Dagster home the settings name, as an absolute path, checked to be a directory.
+
+    Also sets DAGSTER_HOME in this process (`dg.DagsterInstance.get()` reads it).
+    """
+    home = s.dagster_home.resolve()
+    if not home.is_dir():
+        named_by = (
+            "DAGSTER_HOME"
+            if os.environ.get("DAGSTER_HOME")
+            else "the default, $SYNC_HOME/dagster; DAGSTER_HOME is not set"
+        )
+        raise click.ClickException(
+            f"The Dagster home {home} ({named_by}) does not exist or is not a directory. "
+            "Run `sync-pipeline init` to create it, or create that directory with a "
+            "dagster.yaml in it (a copy of the project's dagster.yaml)."
+        )
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@contextmanager
+def dagster_instance(s: Settings) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance of the settings' Dagster home (checked first)."""
+    dagster_home(s)
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def launch_env(s: Settings) -> dict[str, str]:
+    """The environment of a `dagster` subprocess: this process's (`.env` loaded), with the
+    locations the CLI resolved made explicit and absolute (DAGSTER_HOME checked to exist)."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home(s)),
+        "SYNC_HOME": str(s.home),
+        "SYNC_DATABASE_URL": s.database_url,
+    }
+
+
+def workspace_file() -> Path:
+    """The project's workspace.yaml (absolute), the code location runs are launched from."""
+    path = (PROJECT_ROOT / "workspace.yaml").resolve()
+    if not path.is_file():
+        raise click.ClickException(
+            f"The Dagster workspace file {path} is missing; queueing runs needs the project "
+            "checkout (install it with `pip install -e .` from the project root)."
+        )
+    return path
+
+
+def code_location_name() -> str:
+    """The name of the project's one code location in workspace.yaml."""
+    path = workspace_file()
+    entries = (yaml.safe_load(path.read_text()) or {}).get("load_from") or []
+    names = [
+        config.get("location_name")
+        for entry in entries
+        if isinstance(entry, dict)
+        for config in entry.values()
+        if isinstance(config, dict)
+    ]
+    if len(names) != 1 or not isinstance(names[0], str):
+        raise click.ClickException(
+            f"{path} must load exactly one code location with a `location_name` (runs queued "
+            f"through {CODE_SERVER_VARIABLE} carry that name so the daemon finds their code)."
+        )
+    return names[0]
+
+
+def code_server() -> tuple[str, int] | None:
+    """(host, port) of `SYNC_CODE_SERVER=host:port`, or None when it is not set."""
+    value = os.environ.get(CODE_SERVER_VARIABLE, "").strip()
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")  # [::1]:4266
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.ClickException(
+            f"{CODE_SERVER_VARIABLE}={value!r} is not host:port (e.g. 127.0.0.1:4266). Set it "
+            "to the address of a running `dagster code-server start -m sync_pipeline.definitions"
+            f" -p PORT`, or unset it to load the code for each launch."
+        )
+    return host, int(port)
 
 
 def strava_credentials(s: Settings) -> dict[str, str]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +125,91 @@ def start_webhook_receiver(s: Settings, stack: DevStack, verify_token: str) -> s
         )
     stack.receiver_url = callback
     return callback
+
+
+CODE_SERVER_FILE = "code-server.json"
+
+
+def start_code_server(
+    s: Settings, port: int, env: dict[str, str], deadline_seconds: float = 120.0
+) -> subprocess.Popen[bytes]:
+    """`dagster code-server start` for the project, shared by the UI, the daemon and every
+    `dagster job launch`/CLI launch while `dev` runs (a launch then costs ~2 s instead of
+    spawning and loading its own code server, ~4 s).
+
+    Writes `$SYNC_HOME/workspace.yaml` pointing at it (same location name as the project's
+    workspace.yaml, so queued runs find their code) and `$SYNC_HOME/code-server.json`, which
+    CLI launches use while the server answers.
+    """
+    host = "127.0.0.1"
+    with contextlib.closing(socket.socket()) as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise click.ClickException(
+                f"Port {port} is in use; pick another port for the code server with --code-port."
+            )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "code-server",
+            "start",
+            "-m",
+            "sync_pipeline.definitions",
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "--location-name",
+            context.code_location_name(),
+        ],
+        cwd=s.home,
+        env=env,
+    )
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        if proc.poll() is not None:
+            raise click.ClickException(
+                f"The Dagster code server exited with code {proc.returncode} while starting; "
+                "its output is above."
+            )
+        with contextlib.closing(socket.socket()) as probe:
+            if probe.connect_ex((host, port)) == 0:
+                break
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise click.ClickException(
+                f"The Dagster code server did not listen on {host}:{port} within "
+                f"{deadline_seconds:.0f} s."
+            )
+        time.sleep(0.2)  # polling a starting server, bounded by the deadline
+    server = {"host": host, "port": port, "location_name": context.code_location_name()}
+    (s.home / "workspace.yaml").write_text(
+        "# Written by `sync-pipeline dev`: the code server it runs (removed when it stops).\n"
+        + json.dumps({"load_from": [{"grpc_server": server}]}, indent=2)
+        + "\n"
+    )
+    (s.home / CODE_SERVER_FILE).write_text(json.dumps({**server, "pid": proc.pid}))
+    return proc
+
+
+def running_code_server(s: Settings) -> tuple[str, int] | None:
+    """(host, port) of the code server a running `dev` announced and that still answers."""
+    path = s.home / CODE_SERVER_FILE
+    try:
+        info = json.loads(path.read_text())
+        host, port = str(info["host"]), int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with contextlib.closing(socket.socket()) as probe:
+        probe.settimeout(1.0)
+        if probe.connect_ex((host, port)) != 0:
+            return None  # left behind by a `dev` that was killed
+    return host, port
+
+
+def forget_code_server(s: Settings) -> None:
+    """Remove what `start_code_server` wrote."""
+    for name in (CODE_SERVER_FILE, "workspace.yaml"):
+        with contextlib.suppress(FileNotFoundError):
+            (s.home / name).unlink()

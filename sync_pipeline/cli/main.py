@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,9 +23,16 @@ from sync_pipeline.cli import context, devstack
 from sync_pipeline.core import db, priorities
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.errors import SyncError
-from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT, PLATFORM_PORTS, SANDBOX_CLIENT_ID
+from sync_pipeline.core.settings import (
+    DEFAULT_SANDBOX_PORT,
+    PLATFORM_PORTS,
+    SANDBOX_CLIENT_ID,
+    Settings,
+)
 
 SOURCES = ["strava", *PLATFORM_PORTS]
+#: Colour codes in Dagster's log lines (shown when a launch fails).
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @click.group()
@@ -69,8 +80,16 @@ def db_current() -> None:
 
 
 def _start_sandbox(
-    *, host: str, port: int, athletes: int, seed: int, time_scale: float, client_secret: str
+    *,
+    host: str,
+    port: int,
+    port_option: str,
+    athletes: int,
+    seed: int,
+    time_scale: float,
+    client_secret: str,
 ) -> Any:
+    """Start the Strava sandbox; `port_option` is the option of the command that set `port`."""
     from sync_pipeline.sandbox.server import SandboxServer
     from sync_pipeline.sandbox.strava.app import create_app
     from sync_pipeline.sandbox.strava.state import StravaSandboxConfig, StravaSandboxState
@@ -88,7 +107,7 @@ def _start_sandbox(
     except OSError as exc:
         raise click.ClickException(
             f"Cannot start the Strava sandbox on {host}:{port} ({exc}); "
-            "is another one running? Pick another port with --sandbox-port."
+            f"is another one running? Pick another port with {port_option}."
         ) from exc
 
 
@@ -112,10 +131,30 @@ def sandbox(
     """Run the sandbox APIs (Strava; GitHub, YouTube, X, Instagram) on loopback until Ctrl-C."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise click.BadParameter("the sandbox listens on loopback only", param_hint="--host")
+    # SIGTERM stops the servers cleanly from the moment they can answer a request.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        _serve_sandboxes(host, port, athletes, seed, time_scale, platforms, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_sandboxes(
+    host: str,
+    port: int,
+    athletes: int,
+    seed: int,
+    time_scale: int,
+    platforms: bool,
+    stop: threading.Event,
+) -> None:
+    """Start the sandboxes, wait for `stop` (or Ctrl-C), stop them."""
     s = context.settings()
     server = _start_sandbox(
         host=host,
         port=port,
+        port_option="--port",
         athletes=athletes,
         seed=seed,
         time_scale=time_scale,
@@ -129,8 +168,6 @@ def sandbox(
             for name, running in stack.platforms.items():
                 click.echo(f"{name} sandbox on {running.url}")
         click.echo("Ctrl-C stops them")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         stop.wait()
     except KeyboardInterrupt:
         pass
@@ -219,27 +256,112 @@ def sync() -> None:
     """Queue syncs in Dagster's run queue, or run them in-process with --direct."""
 
 
-def _launch(job: str, *, tags: dict[str, str], run_config: dict[str, Any]) -> str:
-    """Queue a run with `dagster job launch` (the same path a person uses)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "job",
-        "launch",
-        "-w",
-        str(context.PROJECT_ROOT / "workspace.yaml"),
-        "-j",
-        job,
-        "--tags",
-        json.dumps(tags),
-        "--config-json",
-        json.dumps(run_config),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=context.PROJECT_ROOT)
+def _launch(
+    s: Settings,
+    job: str,
+    *,
+    tags: dict[str, str],
+    run_config: dict[str, Any],
+    grpc_host: str | None = None,
+    grpc_port: int | None = None,
+) -> str:
+    """Queue a run with `dagster job launch` (the same path a person uses); return its run id.
+
+    The launch sees exactly this command's settings: an explicit environment (DAGSTER_HOME
+    etc. as resolved here), run from the Dagster home, never from the project root, whose
+    `.env` Dagster would load over that environment. The code location comes from the
+    project's workspace.yaml (a code server is spawned for the launch), or from a running code
+    server: `grpc_host`/`grpc_port`, else SYNC_CODE_SERVER=host:port. Dagster's own output is
+    shown only when the launch fails.
+    """
+    env = context.launch_env(s)
+    home = Path(env["DAGSTER_HOME"])
+    if (home / ".env").exists():
+        raise click.ClickException(
+            f"{home / '.env'} would override the settings of `dagster job launch`, which runs "
+            "in the Dagster home; move that file out of the Dagster home."
+        )
+    named_by = "grpc_host/grpc_port"
+    if grpc_host is None and grpc_port is None and (found := context.code_server()):
+        (grpc_host, grpc_port), named_by = found, context.CODE_SERVER_VARIABLE
+    elif grpc_host is None and grpc_port is None and (found := devstack.running_code_server(s)):
+        (grpc_host, grpc_port), named_by = found, "the running `sync-pipeline dev`"
+    run_id = str(uuid.uuid4())
+    with tempfile.TemporaryDirectory(prefix="sync-pipeline-launch-") as tmp:
+        if grpc_port is None:
+            workspace, source = context.workspace_file(), "the project's workspace.yaml"
+        else:
+            host = grpc_host or "localhost"
+            workspace = _code_server_workspace(Path(tmp), host, grpc_port, named_by)
+            source = f"the code server at {host}:{grpc_port} ({named_by})"
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "launch",
+            "-w",
+            str(workspace),
+            "-j",
+            job,
+            "--run-id",
+            run_id,
+            "--tags",
+            json.dumps(tags),
+            "--config-json",
+            json.dumps(run_config),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=home, env=env, check=False)
     if proc.returncode != 0:
-        raise click.ClickException(f"dagster job launch failed:\n{proc.stderr[-2000:]}")
-    return proc.stdout.strip() or proc.stderr.strip().splitlines()[-1]
+        output = ANSI_ESCAPE.sub("", "\n".join((proc.stdout.strip(), proc.stderr.strip())))
+        tail = "\n".join(output.strip().splitlines()[-40:])[-4000:]
+        raise click.ClickException(
+            f"Could not queue {job} (`dagster job launch` with {source}, Dagster home {home}, "
+            f"exit {proc.returncode}); the end of Dagster's output:\n{tail}"
+        )
+    return run_id
+
+
+def _code_server_workspace(directory: Path, host: str, port: int, named_by: str) -> Path:
+    """A workspace file loading the project's code location from a running code server.
+
+    The location keeps the name workspace.yaml gives it (`--grpc-host`/`--grpc-port` would
+    name it `grpc:HOST:PORT`): the daemon finds a queued run's code by that name.
+    """
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot reach the Dagster code server at {host}:{port} ({exc}), named by "
+            f"{named_by}. Start it (`dagster code-server start -m sync_pipeline.definitions "
+            f"-h {host} -p {port}`, in the daemon's environment)"
+            + (
+                f" or unset {named_by} to load the code for each launch."
+                if named_by == context.CODE_SERVER_VARIABLE
+                else "."
+            )
+        ) from exc
+    server = {"host": host, "port": port, "location_name": context.code_location_name()}
+    path = directory / "workspace.yaml"
+    path.write_text(json.dumps({"load_from": [{"grpc_server": server}]}))  # JSON is YAML
+    return path
+
+
+def _echo_queued(run_id: str, job: str, tags: dict[str, str]) -> None:
+    """One line per queued run: its id, what it syncs and where to follow it."""
+    what = [job]
+    if partition := tags.get("dagster/partition"):
+        source = tags.get(priorities.SOURCE_TAG, "")
+        what.append(f"{'athlete' if source == 'strava' else 'user'} {partition}")
+    what.append(f"priority {tags.get(priorities.PRIORITY_TAG, '0')}")
+    click.echo(f"queued run {run_id} ({', '.join(what)}); follow it in the UI at /runs/{run_id}")
+
+
+def _queue(s: Settings, job: str, *, tags: dict[str, str], run_config: dict[str, Any]) -> str:
+    """Launch a run and print its line; return its id."""
+    run_id = _launch(s, job, tags=tags, run_config=run_config)
+    _echo_queued(run_id, job, tags)
+    return run_id
 
 
 @sync.command("strava")
@@ -265,10 +387,10 @@ def sync_strava(
     activity_ids: tuple[int, ...],
 ) -> None:
     """Sync one athlete (--athlete ID) or all of them (--all)."""
+    from sync_pipeline.core.batching import sweep_shards
     from sync_pipeline.defs.strava.assets import strava_activities, strava_sweep_job
     from sync_pipeline.defs.strava.athletes import connected_athlete_ids
     from sync_pipeline.defs.strava.partitions import strava_athletes
-    from sync_pipeline.defs.strava.sensors import SWEEP_BATCH
 
     if (athlete_id is None) == (not all_athletes):
         raise click.UsageError("Give exactly one of --athlete ID or --all.")
@@ -276,7 +398,6 @@ def sync_strava(
         raise click.UsageError("--activity needs --athlete (the activity's owner).")
     s = context.settings()
     strava = context.strava(s)
-    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
     mode = "full" if full else "incremental"
     if athlete_id is not None:
         known = connected_athlete_ids(strava.app_db.url)
@@ -288,7 +409,7 @@ def sync_strava(
         tags = {**priorities.run_tags(prio, "strava", "cli"), "dagster/partition": str(athlete_id)}
         op_config = {"full": full, "activity_ids": sorted(set(activity_ids))}
         run_config: dict[str, Any] = {"ops": {"strava_activities": {"config": op_config}}}
-        with dg.DagsterInstance.get() as instance:
+        with context.dagster_instance(s) as instance:
             name = strava_athletes.name or ""
             if not instance.has_dynamic_partition(name, str(athlete_id)):
                 instance.add_dynamic_partitions(name, [str(athlete_id)])
@@ -304,19 +425,19 @@ def sync_strava(
                 )
                 _report_direct(result)
                 return
-        click.echo(_launch("strava_athlete_sync", tags=tags, run_config=run_config))
+        _queue(s, "strava_athlete_sync", tags=tags, run_config=run_config)
         return
     n = len(connected_athlete_ids(strava.app_db.url, include_needs_reconnect=False))
     if n == 0:
         raise click.ClickException("No connected athletes; connect some with `athletes connect`.")
     prio = priorities.BATCH if priority is None else priority
-    shards = math.ceil(n / SWEEP_BATCH)
+    shards = sweep_shards(n)  # as the sweep schedules shard
     for shard in range(shards):
         cfg: dict[str, object] = {"mode": mode, "shard": shard, "shards": shards}
         run_config = {"ops": {"strava_sweep": {"config": cfg}}}
         tags = priorities.run_tags(prio, "strava", "cli")
         if direct:
-            with dg.DagsterInstance.get() as instance:
+            with context.dagster_instance(s) as instance:
                 result = strava_sweep_job.execute_in_process(
                     run_config=run_config,
                     resources={"strava": strava},
@@ -326,7 +447,7 @@ def sync_strava(
                 )
             _report_direct(result)
         else:
-            click.echo(_launch("strava_sweep_job", tags=tags, run_config=run_config))
+            _queue(s, "strava_sweep_job", tags=tags, run_config=run_config)
 
 
 def _platform_sync_command(platform: str) -> click.Command:
@@ -344,7 +465,6 @@ def _platform_sync_command(platform: str) -> click.Command:
             raise click.UsageError("Give exactly one of --user ID or --all.")
         s = context.settings()
         client = context.platform_client(s, platform)
-        os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
         connected = connected_user_ids(client.app_db.url, platform)
         if user_id is not None and user_id not in connected:
             raise click.ClickException(
@@ -362,12 +482,12 @@ def _platform_sync_command(platform: str) -> click.Command:
         if not direct:
             if user_id is not None:
                 tags = {**tags, "dagster/partition": user_id}
-                click.echo(_launch(f"{platform}_user_sync", tags=tags, run_config={}))
+                _queue(s, f"{platform}_user_sync", tags=tags, run_config={})
             else:
-                click.echo(_launch(f"{platform}_sweep_job", tags=tags, run_config=run_config))
+                _queue(s, f"{platform}_sweep_job", tags=tags, run_config=run_config)
             return
         module = importlib.import_module(f"sync_pipeline.defs.{platform}.assets")
-        with dg.DagsterInstance.get() as instance:
+        with context.dagster_instance(s) as instance:
             missing = [k for k in keys if not instance.has_dynamic_partition(users.name or "", k)]
             if missing:
                 instance.add_dynamic_partitions(users.name or "", missing)
@@ -409,7 +529,13 @@ def _report_direct(result: Any) -> None:
 @click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
 @click.option("--port", default=3000, show_default=True, help="Dagster UI port.")
 @click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
-def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
+@click.option(
+    "--code-port",
+    default=4266,
+    show_default=True,
+    help="Port of the Dagster code server shared by the UI, the daemon and launches.",
+)
+def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int) -> None:
     """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
     from sync_pipeline.defs.strava.athletes import connect_via_oauth
 
@@ -422,12 +548,14 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
     server = _start_sandbox(
         host="127.0.0.1",
         port=int(s.strava_base_url.rsplit(":", 1)[1]),
+        port_option="--sandbox-port",
         athletes=n_athletes,
         seed=42,
         time_scale=s.strava_time_scale,
         client_secret=s.strava_client_secret,
     )
     child: subprocess.Popen[bytes] | None = None
+    code_server: subprocess.Popen[bytes] | None = None
     stack = devstack.DevStack()
     # Ctrl-C and SIGTERM both shut everything down cleanly, even when this process was
     # started with SIGINT ignored (background jobs, some supervisors).
@@ -456,6 +584,18 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
             + f"; {len(devstack.DEMO_USERS)} demo users, {users} platform connections.\n"
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
         )
+        dagster_env = {
+            **os.environ,
+            "DAGSTER_HOME": str(s.dagster_home),
+            "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
+        }
+        code_server = devstack.start_code_server(s, code_port, dagster_env)
+        click.echo(
+            f"Code server on 127.0.0.1:{code_port}; queue a sync from another shell with\n"
+            f"  dagster job launch -w {s.home / 'workspace.yaml'} -j strava_athlete_sync "
+            """--tags '{"dagster/partition": "<athlete id>", "dagster/priority": "10"}'\n"""
+            "or `sync-pipeline sync strava --athlete <id>` (both reuse this code server)."
+        )
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -463,18 +603,14 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
                 "dagster",
                 "dev",
                 "-w",
-                str(context.PROJECT_ROOT / "workspace.yaml"),
+                str(s.home / "workspace.yaml"),
                 "-h",
                 "127.0.0.1",
                 "-p",
                 str(port),
             ],
             cwd=s.home,
-            env={
-                **os.environ,
-                "DAGSTER_HOME": str(s.dagster_home),
-                "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
-            },
+            env=dagster_env,
         )
         child.wait()
     except KeyboardInterrupt:
@@ -487,6 +623,13 @@ def dev(n_athletes: int, port: int, sandbox_port: int) -> None:
             except subprocess.TimeoutExpired:
                 child.terminate()
                 child.wait(timeout=10)
+        if code_server is not None:
+            code_server.terminate()
+            try:
+                code_server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code_server.kill()
+            devstack.forget_code_server(s)
         stack.stop()
         server.stop()
 
@@ -518,9 +661,8 @@ def status(as_json: bool, source: str | None) -> None:
 
     s = context.settings()
     db_url = context.app_db(s).url
-    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
     report = {}
-    with dg.DagsterInstance.get() as instance:
+    with context.dagster_instance(s) as instance:
         for name in [source] if source else SOURCES:
             reconnect = (
                 needs_reconnect_count(db_url)
@@ -595,7 +737,8 @@ def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) 
     """Re-queue dead letters at manual priority; they clear when the sync succeeds."""
     if (partition is None) == (not redrive_all):
         raise click.UsageError("Give exactly one of --partition P or --all.")
-    dead = context.app_db(context.settings()).checkpoints(source).dead_letters()
+    s = context.settings()
+    dead = context.app_db(s).checkpoints(source).dead_letters()
     keys = [st.partition_key for st in dead]
     if partition is not None:
         if partition not in keys:
@@ -607,34 +750,24 @@ def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) 
         click.echo("no dead letters")
         return
     tags = priorities.run_tags(priorities.MANUAL, source, "redrive")
-    if source != "strava":
-        # One batch run; users that fail again fall back to single-user retry runs.
-        if len(keys) == 1:
-            run_id = _launch(
-                f"{source}_user_sync", tags={**tags, "dagster/partition": keys[0]}, run_config={}
-            )
-        else:
-            sweep = {"ops": {f"{source}_sweep": {"config": {"users": keys}}}}
-            run_id = _launch(f"{source}_sweep_job", tags=tags, run_config=sweep)
-        click.echo(run_id)
-        click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
-        return
+    # One run: a single-partition sync, or one batch run for all of them (those that fail
+    # again fall back to single-partition retry runs).
     if len(keys) == 1:
-        click.echo(
-            _launch(
-                "strava_athlete_sync",
-                tags={**tags, "dagster/partition": keys[0]},
-                run_config={"ops": {"strava_activities": {"config": {"full": False}}}},
-            )
+        job = "strava_athlete_sync" if source == "strava" else f"{source}_user_sync"
+        tags = {**tags, "dagster/partition": keys[0]}
+        config: dict[str, Any] = (
+            {"ops": {"strava_activities": {"config": {"full": False}}}}
+            if source == "strava"
+            else {}
         )
-    else:
-        # One batch run for all of them; any that fail again fall back to single-athlete runs.
+    elif source == "strava":
+        job = "strava_sweep_job"
         cfg = {"mode": "incremental", "athletes": [int(k) for k in keys]}
-        click.echo(
-            _launch(
-                "strava_sweep_job", tags=tags, run_config={"ops": {"strava_sweep": {"config": cfg}}}
-            )
-        )
+        config = {"ops": {"strava_sweep": {"config": cfg}}}
+    else:
+        job = f"{source}_sweep_job"
+        config = {"ops": {f"{source}_sweep": {"config": {"users": keys}}}}
+    _queue(s, job, tags=tags, run_config=config)
     click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
 
 
@@ -652,8 +785,7 @@ def cleanup(older_than: str, dry_run: bool, as_json: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="--older-than") from exc
     s = context.settings()
     app_db = context.app_db(s)
-    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
-    with dg.DagsterInstance.get() as instance:
+    with context.dagster_instance(s) as instance:
         report = cleanup_runs(instance, app_db.url, older_than=age, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

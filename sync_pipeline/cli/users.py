@@ -66,21 +66,36 @@ def users_connect(
     click.echo(f"connected {user_id} to {platform} account {conn.handle or conn.account_id}")
 
 
+def _display_names(url: str) -> dict[str, str | None]:
+    """{user id: display name (`users add --name`)}."""
+    from sqlalchemy import select
+
+    from sync_pipeline.core.db import transaction
+    from sync_pipeline.core.models import AppUser
+
+    with transaction(url) as s:
+        return {i: n for i, n in s.execute(select(AppUser.id, AppUser.display_name))}
+
+
 @users.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def users_list(as_json: bool) -> None:
     """Users, their platforms, privacy, synced days and sync status."""
     from sync_pipeline.defs.users.accounts import list_users
 
-    rows = list_users(context.app_db(context.settings()).url)
+    url = context.app_db(context.settings()).url
+    rows = list_users(url)
+    names = _display_names(url)
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+        out = [{**r.__dict__, "name": names.get(r.id)} for r in rows]
+        click.echo(json.dumps(out, indent=2, default=str))
         return
     if not rows:
         click.echo("no users; add one with `sync-pipeline users add USER_ID`")
         return
     for r in rows:
-        click.echo(f"{r.id} ({r.timezone})")
+        name = f" {json.dumps(names[r.id], ensure_ascii=False)}" if names.get(r.id) else ""
+        click.echo(f"{r.id}{name} ({r.timezone})")
         for platform, p in sorted(r.platforms.items()):
             flags = " private" if p["private"] else ""
             error = f"  ({p['last_error']})" if p["last_error"] else ""

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import httpx
+from starlette.applications import Starlette
 
 from sync_pipeline.cli import context
 from sync_pipeline.core import db
@@ -89,24 +90,48 @@ def webhooks() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8720, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, log_level: str) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Receiver processes sharing the port (each batches its own inbox writes).",
+)
+def serve(host: str, port: int, log_level: str, workers: int) -> None:
     """Run the receiver (GET/POST /webhooks/strava, GET /healthz) until Ctrl-C."""
     import uvicorn
 
-    from sync_pipeline.webhooks.app import create_webhook_app
-
-    token = _verify_token()
+    _verify_token()
+    _subscription_ids()
     s = context.settings()
     try:
         db.check_schema(s.database_url)
     except db.SchemaOutOfDateError as exc:
         raise click.ClickException(str(exc)) from exc
-    app = create_webhook_app(s.database_url, token, _subscription_ids())
     click.echo(
         f"webhook receiver on http://{host}:{port}/webhooks/strava "
-        f"(database {db.redact_url(s.database_url)}); Ctrl-C stops it"
+        f"(database {db.redact_url(s.database_url)}, {workers} worker(s)); Ctrl-C stops it"
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    if workers == 1:
+        app: Any = receiver_app()
+    else:  # worker processes import the factory and build their own app
+        app = f"{__name__}:receiver_app"
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        workers=workers,
+        factory=workers > 1,
+    )
+
+
+def receiver_app() -> Starlette:
+    """The receiver configured from the settings and environment (uvicorn's app factory)."""
+    from sync_pipeline.webhooks.app import create_webhook_app
+
+    return create_webhook_app(context.settings().database_url, _verify_token(), _subscription_ids())
 
 
 @webhooks.command("subscribe")

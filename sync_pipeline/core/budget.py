@@ -5,6 +5,10 @@ day). A call is admitted only if every window it counts toward has room for its 
 and the spend are one atomic conditional UPDATE per window inside one transaction, so
 concurrent processes can never overspend. Response headers correct the local count upward
 when the provider saw more usage than we did (other apps sharing the key, clock skew).
+
+Round trips are what a budget costs, so a process remembers which window rows exist and the
+usage it last saw in each (the spend returns it): a header that reports no more than that is
+already accounted for and needs no write. A call thus costs one transaction, not three.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, case, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from sync_pipeline.core.db import transaction
@@ -29,6 +34,22 @@ from sync_pipeline.core.models import RateWindow
 @cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+# Per process, shared by every RateBudget on the same database: (url, bucket, window start).
+_RowKey = tuple[str, str, int]
+_known_rows: set[_RowKey] = set()
+_seen: dict[_RowKey, tuple[int, int]] = {}  # (used, limit) as last read or written
+_MAX_REMEMBERED = 50_000  # per-user buckets: forget everything rather than grow without end
+
+
+def _remember(key: _RowKey, used: int, limit: int) -> None:
+    if len(_seen) >= _MAX_REMEMBERED:
+        _seen.clear()
+        _known_rows.clear()
+    before = _seen.get(key)
+    # Concurrent threads may report out of order: usage in a window only rises.
+    _seen[key] = (max(used, before[0]) if before else used, limit)
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,6 @@ class RateBudget:
     def __init__(self, db_url: str) -> None:
         self._db_url = db_url
         self._stop = threading.Event()
-        self._known_rows: set[tuple[str, int]] = set()
 
     def try_acquire(
         self, windows: Sequence[Window], cost: int = 1, now: float | None = None
@@ -108,9 +128,10 @@ class RateBudget:
         now = time.time() if now is None else now
         slots = [(w, start) for w in windows for start in w.starts(now)]
         self._ensure_rows(slots)
+        spent: list[tuple[_RowKey, int, int]] = []
         with transaction(self._db_url) as s:
             for w, start in slots:
-                result = s.execute(
+                row = s.execute(
                     update(RateWindow)
                     .where(
                         and_(
@@ -120,10 +141,14 @@ class RateBudget:
                         )
                     )
                     .values(used=RateWindow.used + cost)
-                )
-                if not getattr(result, "rowcount", 0):
+                    .returning(RateWindow.used, RateWindow.limit)
+                ).first()
+                if row is None:
                     s.rollback()
                     return w.end(start)
+                spent.append(((self._db_url, w.bucket, start), row.used, row.limit))
+        for key, used, limit in spent:
+            _remember(key, used, limit)
         return 0
 
     def acquire(
@@ -160,34 +185,48 @@ class RateBudget:
     ) -> None:
         """Correct windows from the provider's headers (window, used, limit): usage only rises."""
         now = time.time() if now is None else now
-        self._ensure_rows([(w, w.start(now)) for w, _, _ in observations])
+        news = []
+        for window, used, limit in observations:
+            key = (self._db_url, window.bucket, window.start(now))
+            seen = _seen.get(key)
+            if seen is None or used > seen[0] or (limit is not None and limit != seen[1]):
+                news.append((window, key, used, limit))
+        if not news:
+            return  # the headers say nothing the database does not already hold
+        self._ensure_rows([(w, key[2]) for w, key, _, _ in news])
         with transaction(self._db_url) as s:
-            for window, used, limit in observations:
-                where = and_(
-                    RateWindow.bucket == window.bucket,
-                    RateWindow.window_start == window.start(now),
-                )
-                s.execute(update(RateWindow).where(where, RateWindow.used < used).values(used=used))
+            for window, key, used, limit in news:
+                where = and_(RateWindow.bucket == window.bucket, RateWindow.window_start == key[2])
+                changed = [RateWindow.used < used]
+                values: dict[str, Any] = {
+                    "used": case((RateWindow.used < used, used), else_=RateWindow.used)
+                }
                 if limit is not None:
-                    s.execute(
-                        update(RateWindow)
-                        .where(where, RateWindow.limit != limit)
-                        .values(limit=limit)
-                    )
+                    changed.append(RateWindow.limit != limit)
+                    values["limit"] = limit
+                row = s.execute(
+                    update(RateWindow)
+                    .where(where, or_(*changed))
+                    .values(**values)
+                    .returning(RateWindow.used, RateWindow.limit)
+                ).first()
+                if row is not None:
+                    _remember(key, row.used, row.limit)
 
     def exhaust(self, window: Window, now: float | None = None) -> None:
         """Mark a window spent (the provider answered 429)."""
         now = time.time() if now is None else now
         self._ensure_rows([(window, window.start(now))])
+        start = window.start(now)
         with transaction(self._db_url) as s:
-            s.execute(
+            row = s.execute(
                 update(RateWindow)
-                .where(
-                    RateWindow.bucket == window.bucket,
-                    RateWindow.window_start == window.start(now),
-                )
+                .where(RateWindow.bucket == window.bucket, RateWindow.window_start == start)
                 .values(used=RateWindow.limit)
-            )
+                .returning(RateWindow.used, RateWindow.limit)
+            ).first()
+        if row is not None:
+            _remember((self._db_url, window.bucket, start), row.used, row.limit)
 
     def usage(self, windows: Sequence[Window], now: float | None = None) -> list[WindowUsage]:
         """Current usage of each window (0 used when nothing was spent yet)."""
@@ -208,11 +247,12 @@ class RateBudget:
 
     def _ensure_rows(self, slots: Sequence[tuple[Window, int]]) -> None:
         for w, start in slots:
-            if (w.bucket, start) in self._known_rows:
+            key = (self._db_url, w.bucket, start)
+            if key in _known_rows:
                 continue
             with transaction(self._db_url) as s:
                 if s.get(RateWindow, (w.bucket, start)) is not None:
-                    self._known_rows.add((w.bucket, start))
+                    _known_rows.add(key)
                     continue
             try:
                 with transaction(self._db_url) as s:
@@ -227,4 +267,4 @@ class RateBudget:
                     )
             except IntegrityError:
                 pass  # another process created it first
-            self._known_rows.add((w.bucket, start))
+            _known_rows.add(key)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 _engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
 _engines_lock = threading.Lock()
 
 
@@ -65,11 +66,19 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _factories.clear()
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
-    """A sessionmaker bound to the URL's engine; objects stay usable after commit."""
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    """The sessionmaker bound to the URL's engine (one per URL per process: building one
+    costs ~0.1 ms of event wiring, paid per transaction otherwise); objects stay usable after
+    commit."""
+    factory = _factories.get(url)
+    if factory is None:
+        engine = get_engine(url)
+        with _engines_lock:
+            factory = _factories.setdefault(url, sessionmaker(bind=engine, expire_on_commit=False))
+    return factory
 
 
 @contextmanager
@@ -134,25 +143,19 @@ def upsert(
     key: list[str],
     update: list[str],
 ) -> None:
-    """INSERT ... ON CONFLICT (key) DO UPDATE for SQLite and PostgreSQL, in one statement."""
+    """INSERT ... ON CONFLICT (key) DO UPDATE for SQLite and PostgreSQL.
+
+    The rows go as parameter sets of one cached single-row statement (the driver batches
+    them); a multi-row VALUES clause would be compiled afresh for every page (~8 ms/page).
+    """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        pg_stmt = pg_insert(table).values(rows)
-        session.execute(
-            pg_stmt.on_conflict_do_update(
-                index_elements=key, set_={c: pg_stmt.excluded[c] for c in update}
-            )
-        )
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        lite_stmt = sqlite_insert(table).values(rows)
-        session.execute(
-            lite_stmt.on_conflict_do_update(
-                index_elements=key, set_={c: lite_stmt.excluded[c] for c in update}
-            )
-        )
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    stmt = insert(table)
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update}),
+        rows,
+    )

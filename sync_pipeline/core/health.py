@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +18,9 @@ from sync_pipeline.core.models import SyncState
 from sync_pipeline.core.priorities import SOURCE_TAG
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+#: A health sensor records its queue figures when one changed, else at least this often (so
+#: plots keep reaching the present); every stored observation stays in the event log for ever.
+HEALTH_OBSERVATION_MAX_AGE_SECONDS = 30 * 60
 
 
 @dataclass
@@ -200,3 +205,53 @@ def needs_reconnect_connections(db_url: str, platform: str) -> int:
             )
             or 0
         )
+
+
+def metadata_digest(metadata: Any) -> str:
+    """A short digest of event metadata (values of MetadataValue objects, keys sorted)."""
+    plain = {str(k): getattr(v, "value", v) for k, v in dict(metadata or {}).items()}
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def health_events(
+    cursor: str | None,
+    observation: dg.AssetObservation,
+    check: dg.AssetCheckEvaluation,
+    *,
+    now: float | None = None,
+    max_age_seconds: float = HEALTH_OBSERVATION_MAX_AGE_SECONDS,
+) -> dg.SensorResult | dg.SkipReason:
+    """A health sensor's result: only the events that say something new.
+
+    The cursor keeps a digest of the last emitted observation's metadata (and when it was
+    emitted) and of the last check evaluation. The observation is emitted when a figure
+    changed or the last one is `max_age_seconds` old; the check evaluation only when its
+    result changed (passed, count or list). Nothing new: a skip, the cursor stays. The UI
+    shows the latest observation and evaluation either way.
+    """
+    now = time.time() if now is None else now
+    try:
+        last = json.loads(cursor) if cursor else {}
+    except ValueError:
+        last = {}
+    if not isinstance(last, dict):
+        last = {}
+    observed = metadata_digest(observation.metadata)
+    checked = metadata_digest({**check.metadata, "__passed": check.passed})
+    events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
+    observed_at = last.get("observed_at")
+    stale = not isinstance(observed_at, int | float) or now - observed_at >= max_age_seconds
+    if last.get("observed") != observed or stale:
+        events.append(observation)
+        observed_at = now
+    if last.get("checked") != checked:
+        events.append(check)
+    if not events:
+        age = now - float(observed_at or now)
+        return dg.SkipReason(
+            f"figures and dead letters unchanged; observed {age / 60:.0f} min ago, again "
+            f"within {max(0.0, max_age_seconds - age) / 60:.0f} min unless a figure changes"
+        )
+    new_cursor = {"observed": observed, "observed_at": observed_at, "checked": checked}
+    return dg.SensorResult(asset_events=events, cursor=json.dumps(new_cursor, sort_keys=True))

@@ -25,14 +25,19 @@ def lane(priority: int) -> str:
     return "interactive" if priority > BATCH else "batch"
 
 
-def run_tags(priority: int, source: str, trigger: str) -> dict[str, str]:
-    """Tags every run created by the project carries."""
+def run_tags(
+    priority: int, source: str, trigger: str, *, lane_name: str | None = None
+) -> dict[str, str]:
+    """Tags every run created by the project carries. `lane_name` overrides the priority's
+    lane: a batch of hundreds of new users' first syncs is ordered like new-user work but
+    must not hold the slots reserved for manual and webhook runs for hours."""
+    chosen = lane_name or lane(priority)
     return {
         PRIORITY_TAG: str(priority),
         SOURCE_TAG: source,
         TRIGGER_TAG: trigger,
-        LANE_TAG: lane(priority),
-        SOURCE_LANE_TAG: f"{source}/{lane(priority)}",
+        LANE_TAG: chosen,
+        SOURCE_LANE_TAG: f"{source}/{chosen}",
     }
 
 

@@ -134,11 +134,17 @@ def _row(event: StravaEvent, provider: str) -> dict[str, Any]:
 
 
 def store_events(db_url: str, events: list[StravaEvent], provider: str = PROVIDER_STRAVA) -> None:
-    """Insert events into the inbox in one transaction; a redelivery of a stored event only
-    counts the delivery (one upsert per event, so duplicates within the batch are fine)."""
+    """Insert events into the inbox in one transaction and one statement; a redelivery of a
+    stored event (or a repeat within the batch) only counts the delivery."""
     if not events:
         return
-    redelivered = {"deliveries": WebhookEvent.deliveries + 1}
+    rows: dict[str, dict[str, Any]] = {}
+    for event in events:
+        key = event.dedup_key
+        if key in rows:
+            rows[key]["deliveries"] += 1
+        else:
+            rows[key] = _row(event, provider)
     with transaction(db_url) as session:
         if session.get_bind().dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -149,10 +155,10 @@ def store_events(db_url: str, events: list[StravaEvent], provider: str = PROVIDE
 
             stmt = sqlite_insert(WebhookEvent)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["provider", "dedup_key"], set_=redelivered
+            index_elements=["provider", "dedup_key"],
+            set_={"deliveries": WebhookEvent.deliveries + stmt.excluded.deliveries},
         )
-        for event in events:
-            session.execute(stmt, [_row(event, provider)])
+        session.execute(stmt, list(rows.values()))
 
 
 def store_event(db_url: str, event: StravaEvent, provider: str = PROVIDER_STRAVA) -> None:

@@ -10,12 +10,13 @@ from multiprocessing.synchronize import Barrier
 import pytest
 from sqlalchemy import select
 
+from sync_pipeline.core import tokens as tokens_module
 from sync_pipeline.core.crypto import TokenCipher, generate_key
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.errors import AuthRevokedError, ConfigError
 from sync_pipeline.core.models import Athlete, OAuthToken
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.core.tokens import TokenSet, TokenStore
+from sync_pipeline.core.tokens import TokenSet, TokenStore, forget_cached_tokens
 from sync_pipeline.defs.strava.resources import PROVIDER, StravaResource
 from sync_pipeline.defs.strava.sync import mark_needs_reconnect
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox, connect
@@ -81,6 +82,7 @@ def _expire(db_url: str, athlete_id: int) -> None:
         row = s.get(OAuthToken, (PROVIDER, str(athlete_id)))
         assert row is not None
         row.expires_at = 0
+    forget_cached_tokens()  # a hand edit: this process would trust its cache for a minute
 
 
 def _oauth_token_posts(sandbox: Sandbox) -> int:
@@ -208,3 +210,50 @@ def test_unusable_key_configuration_is_a_config_error(keys: str, message: str) -
     with pytest.raises(ConfigError, match=message) as info:
         TokenCipher(keys)
     assert "sync-pipeline keygen" in str(info.value)
+
+
+def _never_refresh(tokens: TokenSet) -> TokenSet:
+    raise AssertionError("no refresh expected")
+
+
+def _replace_access_token(db_url: str, store: TokenStore, token: str) -> None:
+    """What another process refreshing the account would leave in the database."""
+    with transaction(db_url) as s:
+        row = s.get(OAuthToken, (PROVIDER, "7"))
+        assert row is not None
+        row.access_token_enc = store._cipher.encrypt(token)
+
+
+def test_access_token_is_cached_for_a_minute_then_reread(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TokenStore(db_url, TokenCipher(generate_key()), PROVIDER)
+    store.save("7", _tokens())
+    assert store.access_token("7", _never_refresh) == "access-abc"
+    _replace_access_token(db_url, store, "access-from-elsewhere")
+    # Within the cache lifetime this process keeps its token (a 401 would force a re-read)...
+    assert store.access_token("7", _never_refresh) == "access-abc"
+    # ...and picks up the replacement once the entry is older than CACHE_SECONDS.
+    monkeypatch.setattr(tokens_module, "CACHE_SECONDS", 0.0)
+    assert store.access_token("7", _never_refresh) == "access-from-elsewhere"
+
+
+def test_deleted_tokens_are_not_served_from_the_cache(db_url: str) -> None:
+    store = TokenStore(db_url, TokenCipher(generate_key()), PROVIDER)
+    store.save("7", _tokens())
+    assert store.access_token("7", _never_refresh) == "access-abc"
+    assert store.delete("7")
+    with pytest.raises(AuthRevokedError, match="connect again"):
+        store.access_token("7", _never_refresh)
+
+
+def test_a_rejected_token_bypasses_the_cache(db_url: str) -> None:
+    store = TokenStore(db_url, TokenCipher(generate_key()), PROVIDER)
+    store.save("7", _tokens())
+    assert store.access_token("7", _never_refresh) == "access-abc"
+    _replace_access_token(db_url, store, "access-from-elsewhere")
+    # The provider rejected access-abc: the row's newer token is used, without a refresh.
+    assert (
+        store.access_token("7", _never_refresh, force=True, stale_token="access-abc")
+        == "access-from-elsewhere"
+    )

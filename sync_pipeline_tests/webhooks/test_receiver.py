@@ -19,7 +19,7 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.webhooks import StravaEvent, create_webhook_app, dedup_key
-from sync_pipeline.webhooks.app import SubscriptionIds
+from sync_pipeline.webhooks.app import SubscriptionIds, parse_strava_event, store_events
 
 TOKEN = "verify-me-0123456789"
 SUB_ID = 120475
@@ -261,6 +261,15 @@ def test_redelivered_event_is_stored_once(db_url: str, receiver: Receiver) -> No
         (1_750_000_000, 2),
         (1_750_000_001, 1),
     ]
+
+
+def test_a_batch_with_repeats_and_redeliveries_is_one_row_per_event(db_url: str) -> None:
+    """Group commit writes a batch in one statement: repeats inside it count as deliveries."""
+    a = parse_strava_event(make_event(object_id=1))
+    b = parse_strava_event(make_event(object_id=2))
+    store_events(db_url, [a])
+    store_events(db_url, [a, b, b, a, b])
+    assert sorted((r.object_id, r.deliveries) for r in stored(db_url)) == [(1, 3), (2, 3)]
 
 
 @pytest.mark.parametrize("kind", ["callable", "none"])

@@ -1,25 +1,23 @@
 """Strava schedules: the weekly full sweep and the incremental sweep, sharded into batch runs."""
 
-import math
-
 import dagster as dg
 
 from sync_pipeline.core import priorities
+from sync_pipeline.core.batching import sweep_shards
 from sync_pipeline.defs.strava.assets import strava_sweep_job
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 from sync_pipeline.defs.strava.resources import StravaResource
-from sync_pipeline.defs.strava.sensors import SWEEP_BATCH
 from sync_pipeline.defs.strava.sync import SOURCE
 
 
 def sweep_requests(
     context: dg.ScheduleEvaluationContext, strava: StravaResource, mode: str
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """One batch run per `SWEEP_BATCH` connected athletes (athletes split by id modulo)."""
+    """`sweep_shards` batch runs over the connected athletes (athletes split by id modulo)."""
     n = len(connected_athlete_ids(strava.app_db.url, include_needs_reconnect=False))
     if n == 0:
         return dg.SkipReason("no connected athletes")
-    shards = math.ceil(n / SWEEP_BATCH)
+    shards = sweep_shards(n)
     stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
     return [
         dg.RunRequest(

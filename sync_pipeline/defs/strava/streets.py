@@ -19,11 +19,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # imported where used: ~1 s in every process loading the definitions
+    import pandas as pd
+    from scipy.spatial import cKDTree
 
 EARTH_RADIUS_M = 6_371_008.8
 DEFAULT_RADIUS_M = 25.0
@@ -140,7 +142,7 @@ class StreetNetwork:
             member_street=member_street,
             member_node=member_node,
             nodes_total=np.bincount(member_street, minlength=len(ids)),
-            tree=cKDTree(xyz),
+            tree=_kdtree(xyz),
         )
 
     @classmethod
@@ -233,6 +235,8 @@ class StreetNetwork:
         ).astype(np.int64)
         touched = np.flatnonzero(nodes_hit)
         touched = touched[np.argsort(self.street_ids[touched], kind="stable")]
+        import pandas as pd
+
         return pd.DataFrame(
             {
                 "street_id": self.street_ids[touched],
@@ -243,6 +247,12 @@ class StreetNetwork:
             },
             columns=list(PROGRESS_COLUMNS),
         )
+
+
+def _kdtree(xyz: np.ndarray) -> cKDTree:
+    from scipy.spatial import cKDTree
+
+    return cKDTree(xyz)
 
 
 def completed_streets(

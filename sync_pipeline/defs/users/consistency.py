@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: ~0.5 s in every process loading the definitions
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ def compute(
     exclude_platforms: frozenset[str] = frozenset(),
 ) -> Consistency:
     """Figures from rows (platform, day, count); `exclude_platforms` are left out entirely."""
+    import pandas as pd
+
     rows = daily[~daily["platform"].isin(list(exclude_platforms))] if len(daily) else daily
     active = rows[(rows["count"] > 0) & (pd.to_datetime(rows["day"]).dt.date <= today)]
     per_platform = (

@@ -10,8 +10,8 @@ Every run carries `sync_pipeline/source=<platform>`, which dagster.yaml limits p
 so one platform's backlog never takes every slot.
 """
 
+import datetime as dt
 import hashlib
-import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sync_pipeline.core import priorities
+from sync_pipeline.core import batching, priorities
 from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
@@ -32,15 +32,16 @@ from sync_pipeline.core.daily import DEFAULT_TRAILING_DAYS, DailyActivityClient,
 from sync_pipeline.core.health import (
     current_budget,
     dead_letter_check,
+    health_events,
     needs_reconnect_connections,
     source_health,
 )
+from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.defs.users.accounts import connected_user_ids
 from sync_pipeline.defs.users.partitions import users
 from sync_pipeline.defs.users.scores import CONSISTENCY, refresh_scores
 
-SWEEP_BATCH = 500
 SINGLE_RUN_MAX_RUNTIME = 1800
 SWEEP_MAX_RUNTIME = 4 * 3600
 DEAD_LETTER_CHECK = "no_dead_letters"
@@ -67,6 +68,27 @@ class SweepConfig(dg.Config):
 def shard_of(user_id: str, shards: int) -> int:
     """Stable shard of a user id."""
     return int(hashlib.sha1(user_id.encode()).hexdigest()[:8], 16) % shards
+
+
+def sweep_requests(
+    platform: str, title: str, db_url: str, when: dt.datetime
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """The sweep schedule's runs: `sweep_shards` runs over the users connected to `platform`."""
+    n = len(connected_user_ids(db_url, platform))
+    if n == 0:
+        return dg.SkipReason(f"no users connected to {title}")
+    shards = batching.sweep_shards(n)
+    stamp = when.strftime("%Y%m%dT%H%M")
+    return [
+        dg.RunRequest(
+            run_key=f"{platform}-{stamp}-{shard}of{shards}",
+            run_config={
+                "ops": {f"{platform}_sweep": {"config": {"shard": shard, "shards": shards}}}
+            },
+            tags=priorities.run_tags(priorities.BATCH, platform, "schedule"),
+        )
+        for shard in range(shards)
+    ]
 
 
 @dataclass(frozen=True)
@@ -218,19 +240,7 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
     )
     def sync_all(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
         client: DailyActivityClient = getattr(context.resources, platform)
-        n = len(connected_user_ids(client.app_db.url, platform))
-        if n == 0:
-            return dg.SkipReason(f"no users connected to {title}")
-        shards = math.ceil(n / SWEEP_BATCH)
-        stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
-        return [
-            dg.RunRequest(
-                run_key=f"{platform}-{stamp}-{shard}of{shards}",
-                run_config=sweep_config(shard=shard, shards=shards),
-                tags=priorities.run_tags(priorities.BATCH, platform, "schedule"),
-            )
-            for shard in range(shards)
-        ]
+        return sweep_requests(platform, title, client.app_db.url, context.scheduled_execution_time)
 
     @dg.sensor(
         name=f"{platform}_retry_sensor",
@@ -271,17 +281,14 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
             (st.partition_key, str(st.blocked_until))
             for st in client.app_db.checkpoints(platform).parked_due()
         )
-        requests = []
-        for i in range(0, len(due), SWEEP_BATCH):
-            chunk = due[i : i + SWEEP_BATCH]
-            digest = hashlib.sha1(repr(chunk).encode()).hexdigest()[:16]
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"parked-{platform}-{digest}",
-                    run_config=sweep_config(users=[key for key, _ in chunk]),
-                    tags=priorities.run_tags(priorities.BATCH, platform, "parked"),
-                )
+        requests = [
+            dg.RunRequest(
+                run_key=batching.batch_run_key(f"parked-{platform}", chunk),
+                run_config=sweep_config(users=[key for key, _ in chunk]),
+                tags=priorities.run_tags(priorities.BATCH, platform, "parked"),
             )
+            for chunk in batching.chunked(due, batching.SWEEP_BATCH)
+        ]
         if not requests:
             return dg.SkipReason(f"no parked {title} work due")
         return dg.SensorResult(run_requests=requests)
@@ -308,7 +315,8 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
         f"{platform}_sync_queue",
         group_name="consistency",
         description=f"Queue depth, failures, dead letters and rate budget of {title} syncs, "
-        "observed every minute (plot them from the asset's Plots tab).",
+        "checked every minute and observed when a figure changes, else every 30 minutes (plot "
+        "them from the asset's Plots tab).",
         kinds={"dagster"},
     )
 
@@ -316,11 +324,19 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
         name=f"{platform}_health_sensor",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={"app_db"},
-        description=f"Records {title} queue figures and evaluates its dead-letter check.",
+        description=f"Records {title} queue figures when one changed (else every 30 minutes) "
+        "and evaluates its dead-letter check when the result changed.",
     )
-    def health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        db_url = context.resources.app_db.url
+    def health_sensor(
+        context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Reads the queue figures and dead letters each minute and records what changed.
+
+        An observation of the queue asset when a figure changed since the last one or that is
+        30 minutes old; a dead-letter check evaluation only when its result changed. Digests
+        of both live in the cursor (see `health_events`): stored events are never purged.
+        """
+        db_url = app_db.url
         health = source_health(
             context.instance,
             db_url,
@@ -329,11 +345,10 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
             budget=current_budget(db_url, platform),
         )
         dead = Checkpoints(db_url, platform).dead_letters()
-        return dg.SensorResult(
-            asset_events=[
-                dg.AssetObservation(asset_key=queue_spec.key, metadata=health.metadata()),
-                dead_letter_check(asset_key, DEAD_LETTER_CHECK, dead),
-            ]
+        return health_events(
+            context.cursor,
+            dg.AssetObservation(asset_key=queue_spec.key, metadata=health.metadata()),
+            dead_letter_check(asset_key, DEAD_LETTER_CHECK, dead),
         )
 
     return PlatformDefs(

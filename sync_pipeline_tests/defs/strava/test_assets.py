@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sync_pipeline.core import priorities
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, SyncState
+from sync_pipeline.core.tokens import forget_cached_tokens
 from sync_pipeline.defs.strava.assets import strava_activities
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import StravaResource
@@ -228,6 +229,7 @@ def test_expired_token_is_refreshed_and_rotation_persisted(
         row = s.get(OAuthToken, ("strava", str(athlete)))
         assert row is not None
         row.expires_at = 0  # expired
+    forget_cached_tokens()
     result = materialize(instance, strava, athlete)
     assert result.success
     after = store.get(str(athlete))

@@ -6,11 +6,17 @@ import datetime as dt
 
 import dagster as dg
 import pytest
+from sqlalchemy import insert
 
-from sync_pipeline.core import priorities
-from sync_pipeline.core.models import utcnow
+from sync_pipeline.core import batching, priorities
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import Athlete, utcnow
 from sync_pipeline.defs.strava import schedules
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES, strava_sweep_job
+from sync_pipeline.defs.strava.assets import (
+    STRAVA_ACTIVITIES,
+    strava_athlete_sync,
+    strava_sweep_job,
+)
 from sync_pipeline.defs.strava.athletes import disconnect
 from sync_pipeline.defs.strava.resources import StravaResource
 from sync_pipeline.defs.strava.sensors import (
@@ -35,6 +41,20 @@ def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, strava: StravaResource):  # type: ignore[no-untyped-def]
     with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
         return sensor(ctx)
+
+
+def insert_athletes(db_url: str, athlete_ids: list[int]) -> None:
+    """Connected athlete rows in one statement (the partition sensor reads nothing else)."""
+    rows = [
+        {"id": a, "scopes": "read,activity:read_all", "state": "connected"} for a in athlete_ids
+    ]
+    with transaction(db_url) as s:
+        s.execute(insert(Athlete), rows)
+
+
+def spread_ids(n: int) -> list[int]:
+    """`n` athlete ids of several digit counts (string order differs from numeric order)."""
+    return [37 * i + 5 for i in range(n)]
 
 
 def test_partition_sensor_adds_and_removes_athletes(
@@ -77,6 +97,62 @@ def test_partition_sensor_adds_and_removes_athletes(
     assert records == []
     apply(instance, result)
     assert instance.get_dynamic_partitions("strava_athletes") == [str(b)]
+
+
+@pytest.mark.parametrize("joining", [3, batching.SINGLE_FIRST_SYNC_MAX])
+def test_a_few_new_athletes_get_one_first_sync_run_each(
+    instance: dg.DagsterInstance, strava: StravaResource, joining: int
+) -> None:
+    ids = spread_ids(joining)
+    insert_athletes(strava.app_db.url, ids)
+
+    result = tick(strava_athletes_sensor, instance, strava)
+
+    assert isinstance(result, dg.SensorResult)
+    assert [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests or []] == [
+        (strava_athlete_sync.name, str(a), f"first-sync-{a}") for a in ids
+    ]
+
+
+def test_many_new_athletes_get_batched_first_syncs(
+    instance: dg.DagsterInstance, strava: StravaResource
+) -> None:
+    ids = spread_ids(1_050)
+    insert_athletes(strava.app_db.url, ids)
+
+    result = tick(strava_athletes_sensor, instance, strava)
+
+    assert isinstance(result, dg.SensorResult)
+    [add] = result.dynamic_partitions_requests or []
+    assert isinstance(add, dg.AddDynamicPartitionsRequest)
+    assert sorted(add.partition_keys or [], key=int) == [str(a) for a in ids]
+    runs = result.run_requests or []
+    assert len(runs) == 3
+    assert {r.job_name for r in runs} == {strava_sweep_job.name}
+    assert {j.name for j in strava_athletes_sensor.jobs} == {
+        strava_athlete_sync.name,
+        strava_sweep_job.name,
+    }
+    assert {r.tags[priorities.PRIORITY_TAG] for r in runs} == {str(priorities.NEW_USER)}
+    # Long bulk first syncs stay out of the slots reserved for manual and webhook runs.
+    assert {r.tags[priorities.LANE_TAG] for r in runs} == {"batch"}
+    assert {r.tags[priorities.SOURCE_LANE_TAG] for r in runs} == {"strava/batch"}
+    configs = [r.run_config["ops"]["strava_sweep"]["config"] for r in runs]
+    assert {c["mode"] for c in configs} == {"full"}
+    covered = [a for c in configs for a in c["athletes"]]
+    assert sorted(covered) == ids  # every new athlete exactly once
+    assert all(len(c["athletes"]) <= batching.SWEEP_BATCH for c in configs)
+    for run in runs:
+        assert dg.validate_run_config(strava_sweep_job, run.run_config)
+    assert len({r.run_key for r in runs}) == 3
+
+    # Evaluated again before the daemon applied anything: the same run keys (Dagster skips
+    # run keys it has seen); once the partitions exist, nothing is requested at all.
+    again = tick(strava_athletes_sensor, instance, strava)
+    assert isinstance(again, dg.SensorResult)
+    assert [r.run_key for r in again.run_requests or []] == [r.run_key for r in runs]
+    apply(instance, result)
+    assert isinstance(tick(strava_athletes_sensor, instance, strava), dg.SkipReason)
 
 
 def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
@@ -151,7 +227,7 @@ def test_sweep_schedules_shard_athletes(
 ) -> None:
     for _ in range(athletes):
         connect(strava, sandbox, 0)
-    monkeypatch.setattr(schedules, "SWEEP_BATCH", batch)
+    monkeypatch.setattr(batching, "SWEEP_BATCH", batch)
     when = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
     with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=when, resources={"strava": strava}
@@ -167,6 +243,25 @@ def test_sweep_schedules_shard_athletes(
     ]
     assert {r.tags[priorities.PRIORITY_TAG] for r in result} == {str(priorities.BATCH)}
     assert len({r.run_key for r in result}) == shards
+
+
+@pytest.mark.parametrize("athletes", [1, 501, 6_001])
+def test_sweep_schedule_runs_cover_every_athlete_once(
+    instance: dg.DagsterInstance, strava: StravaResource, athletes: int
+) -> None:
+    ids = spread_ids(athletes)
+    insert_athletes(strava.app_db.url, ids)
+    when = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources={"strava": strava}
+    ) as ctx:
+        result = schedules.strava_incremental_sync(ctx)
+
+    assert isinstance(result, list)
+    assert len(result) == batching.sweep_shards(athletes) <= batching.MAX_SWEEP_RUNS
+    configs = [r.run_config["ops"]["strava_sweep"]["config"] for r in result]
+    covering = {a: [c for c in configs if a % c["shards"] == c["shard"]] for a in ids}
+    assert {a: len(runs) for a, runs in covering.items()} == dict.fromkeys(ids, 1)
 
 
 def test_schedule_cadences() -> None:
@@ -210,3 +305,84 @@ def test_dead_letter_recorded_checked_and_observed(
     connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=revoked)
     assert materialize(instance, strava, revoked).success
     assert strava.app_db.checkpoints(SOURCE).dead_letters() == []
+
+
+# ------------------------------------------------------ health sensor: only what changed
+
+
+def health_tick(
+    instance: dg.DagsterInstance, strava: StravaResource, cursor: str | None = None
+) -> dg.SensorResult | dg.SkipReason:
+    from sync_pipeline.defs.strava.sensors import strava_health_sensor
+
+    with dg.build_sensor_context(
+        instance=instance, resources={"strava": strava}, cursor=cursor
+    ) as ctx:
+        result = strava_health_sensor(ctx)
+    assert isinstance(result, dg.SensorResult | dg.SkipReason)
+    return result
+
+
+def event_kinds(result: dg.SensorResult | dg.SkipReason) -> list[str]:
+    """Class names of the events a health tick emitted ([] for a skip)."""
+    if isinstance(result, dg.SkipReason):
+        return []
+    return [type(e).__name__ for e in result.asset_events]
+
+
+def aged(cursor: str | None, seconds: float) -> str:
+    """A health sensor's cursor as it reads `seconds` after its last observation."""
+    import json
+
+    state = json.loads(cursor or "{}")
+    state["observed_at"] -= seconds
+    return json.dumps(state)
+
+
+@pytest.mark.parametrize(
+    ("status", "emitted"),
+    [
+        (None, []),
+        ("failed", ["AssetObservation"]),
+        ("dead", ["AssetObservation", "AssetCheckEvaluation"]),
+    ],
+)
+def test_health_sensor_records_only_what_changed(
+    instance: dg.DagsterInstance, strava: StravaResource, status: str | None, emitted: list[str]
+) -> None:
+    from sync_pipeline.core.models import SyncState
+
+    first = health_tick(instance, strava)
+    # No cursor (a new deployment, a reset sensor): both, so the UI has current values.
+    assert event_kinds(first) == ["AssetObservation", "AssetCheckEvaluation"]
+    assert isinstance(first, dg.SensorResult)
+    if status is not None:
+        with transaction(strava.app_db.url) as s:
+            s.add(SyncState(source=SOURCE, partition_key="7", status=status))
+
+    second = health_tick(instance, strava, first.cursor)
+
+    assert event_kinds(second) == emitted
+    if isinstance(second, dg.SensorResult):
+        figures = second.asset_events[0].metadata
+        assert figures[f"partitions_{status}"].value == 1
+        if status == "dead":
+            check = second.asset_events[1]
+            assert isinstance(check, dg.AssetCheckEvaluation) and not check.passed
+        # What was emitted is remembered: the tick after has nothing new to say.
+        assert event_kinds(health_tick(instance, strava, second.cursor)) == []
+
+
+@pytest.mark.parametrize(("minutes", "emitted"), [(29, []), (30, ["AssetObservation"])])
+def test_health_sensor_observes_unchanged_figures_every_30_minutes(
+    instance: dg.DagsterInstance, strava: StravaResource, minutes: int, emitted: list[str]
+) -> None:
+    first = health_tick(instance, strava)
+    assert isinstance(first, dg.SensorResult)
+
+    later = health_tick(instance, strava, aged(first.cursor, minutes * 60))
+
+    assert event_kinds(later) == emitted
+    if isinstance(later, dg.SensorResult):
+        # The new observation restarts the 30 minutes.
+        assert event_kinds(health_tick(instance, strava, later.cursor)) == []

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import dagster as dg
+import datetime as dt
 
-from sync_pipeline.core import priorities
+import dagster as dg
+import pytest
+from sqlalchemy import insert
+
+from sync_pipeline.core import batching, priorities
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.models import PlatformConnection
+from sync_pipeline.core.models import AppUser, PlatformConnection
 from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.defs.github.assets import github_sweep_job
 from sync_pipeline.defs.users.accounts import add_user, delete_user, disconnect
 from sync_pipeline.defs.users.partitions import users
+from sync_pipeline.defs.users.platform import shard_of, sweep_requests
 from sync_pipeline.defs.users.sensors import users_sensor
 from sync_pipeline_tests.defs.strava.test_sensors import apply
 
@@ -78,3 +84,139 @@ def test_users_without_connections_leave_the_partition_set(
     apply(instance, result)
     assert instance.get_dynamic_partitions(users.name or "") == []
     assert not result.run_requests
+
+
+def connect_rows(db_url: str, user_ids: list[str], platform: str) -> None:
+    """Users connected to `platform`, in one statement per table (no OAuth round trips)."""
+    with transaction(db_url) as s:
+        s.execute(insert(AppUser), [{"id": u, "timezone": "UTC"} for u in user_ids])
+        s.execute(
+            insert(PlatformConnection),
+            [
+                {"user_id": u, "platform": platform, "account_id": f"{platform}-{u}", "extra": {}}
+                for u in user_ids
+            ],
+        )
+
+
+def test_many_new_users_of_a_platform_get_batched_first_syncs(
+    instance: dg.DagsterInstance, db_url: str
+) -> None:
+    crowd = [f"u{i:04d}" for i in range(1_050)]
+    connect_rows(db_url, crowd, "github")
+    connect_row(db_url, crowd[0], "x")
+    connect_row(db_url, crowd[1], "x")
+
+    result = tick(instance, db_url)
+
+    assert isinstance(result, dg.SensorResult)
+    [add] = result.dynamic_partitions_requests or []
+    assert isinstance(add, dg.AddDynamicPartitionsRequest)
+    assert sorted(add.partition_keys or []) == crowd
+    runs = result.run_requests or []
+    # x, with two new users, keeps one single-user run each.
+    assert sorted(
+        (r.job_name, r.partition_key) for r in runs if r.job_name != "github_sweep_job"
+    ) == [
+        ("x_user_sync", crowd[0]),
+        ("x_user_sync", crowd[1]),
+    ]
+    batches = [r for r in runs if r.job_name == "github_sweep_job"]
+    assert len(batches) == 3
+    assert {j.name for j in users_sensor.jobs} >= {"github_sweep_job", "x_user_sync"}
+    assert {r.tags[priorities.PRIORITY_TAG] for r in batches} == {str(priorities.NEW_USER)}
+    assert {r.tags[priorities.LANE_TAG] for r in batches} == {"batch"}
+    assert {r.tags[priorities.SOURCE_TAG] for r in batches} == {"github"}
+    covered = [u for r in batches for u in r.run_config["ops"]["github_sweep"]["config"]["users"]]
+    assert sorted(covered) == crowd  # every new user exactly once
+    assert all(
+        len(r.run_config["ops"]["github_sweep"]["config"]["users"]) <= batching.SWEEP_BATCH
+        for r in batches
+    )
+    for run in batches:
+        assert dg.validate_run_config(github_sweep_job, run.run_config)
+
+    again = tick(instance, db_url)
+    assert isinstance(again, dg.SensorResult)
+    assert [r.run_key for r in again.run_requests or []] == [r.run_key for r in runs]
+    apply(instance, result)
+    assert isinstance(tick(instance, db_url), dg.SkipReason)
+
+
+@pytest.mark.parametrize("n", [1, 501, 6_001])
+def test_platform_sweep_schedule_is_capped_and_covers_every_user_once(db_url: str, n: int) -> None:
+    crowd = [f"u{i:05d}" for i in range(n)]
+    connect_rows(db_url, crowd, "github")
+
+    # The body of `github_sync_all` (the schedule reads its resource's database URL).
+    result = sweep_requests("github", "GitHub", db_url, dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC))
+
+    assert isinstance(result, list)
+    assert len(result) == batching.sweep_shards(n) <= batching.MAX_SWEEP_RUNS
+    configs = [r.run_config["ops"]["github_sweep"]["config"] for r in result]
+    assert all(dg.validate_run_config(github_sweep_job, r.run_config) for r in result)
+    covering = {u: [c for c in configs if shard_of(u, c["shards"]) == c["shard"]] for u in crowd}
+    assert {u: len(runs) for u, runs in covering.items()} == dict.fromkeys(crowd, 1)
+
+
+# ------------------------------------------------------ health sensors: only what changed
+
+
+def health_tick(
+    platform: str, instance: dg.DagsterInstance, app_db: AppDatabaseResource, cursor: str | None
+) -> dg.SensorResult | dg.SkipReason:
+    import importlib
+
+    sensor = getattr(
+        importlib.import_module(f"sync_pipeline.defs.{platform}.assets"),
+        f"{platform}_health_sensor",
+    )
+    with dg.build_sensor_context(
+        instance=instance, resources={"app_db": app_db}, cursor=cursor
+    ) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult | dg.SkipReason)
+    return result
+
+
+def emitted(result: dg.SensorResult | dg.SkipReason) -> list[tuple[str, str]]:
+    """(event class, asset) of what a health tick emitted; [] for a skip."""
+    if isinstance(result, dg.SkipReason):
+        return []
+    return [(type(e).__name__, e.asset_key.to_user_string()) for e in result.asset_events]
+
+
+@pytest.mark.parametrize("platform", ["github", "youtube", "x", "instagram"])
+def test_platform_health_sensor_records_changes_and_check_results_once(
+    instance: dg.DagsterInstance, app_db: AppDatabaseResource, platform: str
+) -> None:
+    from sqlalchemy import update
+
+    from sync_pipeline.core.models import SyncState
+
+    queue, activity = f"{platform}_sync_queue", f"{platform}_daily_activity"
+    both = [("AssetObservation", queue), ("AssetCheckEvaluation", activity)]
+    first = health_tick(platform, instance, app_db, None)
+    assert emitted(first) == both
+    assert isinstance(first, dg.SensorResult)
+    assert emitted(idle := health_tick(platform, instance, app_db, first.cursor)) == []
+    assert isinstance(idle, dg.SkipReason)
+
+    with transaction(app_db.url) as s:  # a dead letter appears...
+        s.add(SyncState(source=platform, partition_key="ana", status="dead"))
+    failing = health_tick(platform, instance, app_db, first.cursor)
+    assert emitted(failing) == both
+    assert isinstance(failing, dg.SensorResult)
+    assert not failing.asset_events[1].passed
+    assert emitted(health_tick(platform, instance, app_db, failing.cursor)) == []
+
+    with transaction(app_db.url) as s:  # ...and is redriven successfully
+        s.execute(update(SyncState).where(SyncState.source == platform).values(status="succeeded"))
+    passing = health_tick(platform, instance, app_db, failing.cursor)
+    assert emitted(passing) == both
+    assert isinstance(passing, dg.SensorResult)
+    assert passing.asset_events[1].passed
+    # Another platform's dead letters are not this sensor's news.
+    with transaction(app_db.url) as s:
+        s.add(SyncState(source="strava", partition_key="9", status="dead"))
+    assert emitted(health_tick(platform, instance, app_db, passing.cursor)) == []

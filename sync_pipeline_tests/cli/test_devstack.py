@@ -1,0 +1,124 @@
+"""What `sync-pipeline dev` starts besides Dagster (cli/devstack.py): the platform sandboxes,
+the demo users and the webhook receiver subscribed at the Strava sandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from sync_pipeline.cli import context, devstack
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import WebhookEvent
+from sync_pipeline.core.settings import PLATFORM_PORTS
+from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke
+from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
+
+TOKEN = "devstack-verify-token"
+
+
+@pytest.fixture
+def platform_settings(cli_env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Every platform's settings pointed at a free loopback port; {platform: base URL}."""
+    urls = {}
+    for platform in PLATFORM_PORTS:
+        prefix, url = platform.upper(), f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setenv(f"{prefix}_CLIENT_ID", f"sandbox-{platform}-client")
+        monkeypatch.setenv(f"{prefix}_CLIENT_SECRET", f"{platform}-secret")
+        monkeypatch.setenv(f"{prefix}_BASE_URL", url)
+        monkeypatch.setenv(f"{prefix}_OAUTH_URL", url)
+        urls[platform] = url
+    return urls
+
+
+@pytest.fixture
+def stack() -> Iterator[devstack.DevStack]:
+    """A dev stack, stopped after the test."""
+    running = devstack.DevStack()
+    yield running
+    running.stop()
+
+
+def test_platform_sandboxes_and_demo_users(
+    platform_settings: dict[str, str], stack: devstack.DevStack, cli_env: CliEnv
+) -> None:
+    s = context.settings()
+    devstack.start_platform_sandboxes(s, stack)
+
+    assert {p: r.url for p, r in stack.platforms.items()} == platform_settings
+    connected = devstack.connect_demo_users(s, stack)
+    again = devstack.connect_demo_users(s, stack)  # a second `dev`: nothing is added twice
+
+    expected = sum(len(platforms) for _, _, platforms in devstack.DEMO_USERS)
+    assert connected == again == expected == 11
+    users = {u["id"]: u for u in json.loads(invoke("users", "list", "--json").stdout)}
+    assert {u: (r["timezone"], sorted(r["platforms"])) for u, r in users.items()} == {
+        user: (tz, sorted(platforms)) for user, tz, platforms in devstack.DEMO_USERS
+    }
+    private = {(u, p) for u, r in users.items() for p, c in r["platforms"].items() if c["private"]}
+    assert private == {devstack.PRIVATE_DEMO}
+    # Each demo user holds a different sandbox account of a platform.
+    for platform in PLATFORM_PORTS:
+        handles = [
+            r["platforms"][platform]["handle"] for r in users.values() if platform in r["platforms"]
+        ]
+        assert len(handles) == len(set(handles))
+
+
+def test_platform_sandboxes_need_loopback_urls(
+    platform_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("X_BASE_URL", "https://api.x.com")
+
+    result = invoke("sandbox", "--port", str(free_port()), exit_code=1)
+
+    assert error_of(result) == (
+        "Error: X_BASE_URL is https://api.x.com; `dev` runs against the sandboxes. "
+        "Run `sync-pipeline init` to add the sandbox settings."
+    )
+    # The sandboxes started before the check were stopped again.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(platform_settings["github"], timeout=2)
+
+
+def test_webhook_receiver_is_subscribed_and_stores_pushes(
+    strava_env: Sandbox, cli_env: CliEnv
+) -> None:
+    s = context.settings()
+    creds = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    subscriptions = f"{strava_env.url}/api/v3/push_subscriptions"
+    first_stack = devstack.DevStack()
+    try:
+        devstack.start_webhook_receiver(s, first_stack, TOKEN)
+    finally:
+        first_stack.stop()
+    [old] = httpx.get(subscriptions, params=creds).json()
+    second_stack = devstack.DevStack()
+    try:
+        callback = devstack.start_webhook_receiver(s, second_stack, TOKEN)
+
+        strava_port = int(strava_env.url.rsplit(":", 1)[1])
+        assert callback == f"http://127.0.0.1:{strava_port + 10}/webhooks/strava"
+        assert second_stack.receiver_url == callback
+        [sub] = httpx.get(subscriptions, params=creds).json()  # the old one was replaced
+        assert sub["callback_url"] == callback and sub["id"] != old["id"]
+        athlete = strava_env.state.add_athlete(0)
+        invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
+        [activity] = strava_env.state.add_activities(athlete, 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with transaction(cli_env.db_url) as session:
+                events = [
+                    (e.subscription_id, e.object_id, e.owner_id)
+                    for e in session.scalars(select(WebhookEvent))
+                ]
+            if events:
+                break
+            time.sleep(0.05)  # the sandbox delivers from a background thread; bounded wait
+        assert events == [(sub["id"], activity, athlete)]
+    finally:
+        second_stack.stop()
