@@ -63,48 +63,58 @@ class Checkpoints:
         ttl: dt.timedelta,
         *,
         owner_is_dead: Callable[[str], bool] | None = None,
-    ) -> None:
-        """Take the partition's lease.
+    ) -> SyncState:
+        """Take the partition's lease and return its state as of the claim.
 
         A lease is taken over when it expired (it is renewed with every checkpoint) or when
         `owner_is_dead(holder)` says its holder is gone (e.g. its Dagster run has finished or
-        was marked failed by run monitoring after a crash).
+        was marked failed by run monitoring after a crash). The usual case (the row exists and
+        nobody holds it) is one conditional UPDATE.
         """
-        with contextlib.suppress(IntegrityError):  # a concurrent insert of the same row
-            self._ensure(key)
         now = utcnow()
-        with transaction(self._db_url) as s:
-            holder = s.scalar(
-                select(SyncState.lease_owner).where(
-                    SyncState.source == self.source,
-                    SyncState.partition_key == key,
-                    SyncState.lease_owner.is_not(None),
-                    SyncState.lease_owner != owner,
-                    SyncState.lease_until >= now,
+        state = self._take(key, owner, now, ttl, None)
+        if state is None:
+            with contextlib.suppress(IntegrityError):  # a concurrent insert of the same row
+                self._ensure(key)
+            with transaction(self._db_url) as s:
+                holder = s.scalar(
+                    select(SyncState.lease_owner).where(
+                        SyncState.source == self.source,
+                        SyncState.partition_key == key,
+                        SyncState.lease_owner.is_not(None),
+                        SyncState.lease_owner != owner,
+                        SyncState.lease_until >= now,
+                    )
                 )
+            dead = holder is not None and owner_is_dead is not None and owner_is_dead(holder)
+            state = self._take(key, owner, now, ttl, holder if dead else None)
+        if state is None:
+            current = self.get(key)
+            raise LeaseHeldError(
+                f"{self.source} partition {key} is being synced by run "
+                f"{current.lease_owner if current else '?'} (lease until "
+                f"{current.lease_until if current else '?'}); not starting a second sync."
             )
-        takeover = holder is not None and owner_is_dead is not None and owner_is_dead(holder)
+        self._ttl = ttl
+        return state
+
+    def _take(
+        self, key: str, owner: str, now: dt.datetime, ttl: dt.timedelta, dead_holder: str | None
+    ) -> SyncState | None:
+        free = or_(
+            SyncState.lease_owner.is_(None),
+            SyncState.lease_owner == owner,
+            SyncState.lease_until < now,
+        )
+        if dead_holder is not None:
+            free = or_(free, SyncState.lease_owner == dead_holder)
         with transaction(self._db_url) as s:
-            free = or_(
-                SyncState.lease_owner.is_(None),
-                SyncState.lease_owner == owner,
-                SyncState.lease_until < now,
-            )
-            if takeover:
-                free = or_(free, SyncState.lease_owner == holder)
-            result = s.execute(
+            return s.scalars(
                 update(SyncState)
                 .where(SyncState.source == self.source, SyncState.partition_key == key, free)
                 .values(lease_owner=owner, lease_until=now + ttl, last_started_at=now)
-            )
-            if not getattr(result, "rowcount", 0):
-                current = s.get(SyncState, (self.source, key))
-                raise LeaseHeldError(
-                    f"{self.source} partition {key} is being synced by run "
-                    f"{current.lease_owner if current else '?'} (lease until "
-                    f"{current.lease_until if current else '?'}); not starting a second sync."
-                )
-        self._ttl = ttl
+                .returning(SyncState)
+            ).one_or_none()
 
     def release(self, key: str, owner: str) -> None:
         """Give the lease back (only if we still hold it)."""
@@ -203,13 +213,17 @@ class Checkpoints:
             .values(**values)
         )
 
-    def succeed(self, key: str, *, full: bool) -> None:
-        """The sync finished: clear the session, errors, blocks and hand-over marks."""
+    def succeed(self, key: str, *, full: bool, owner: str | None = None) -> None:
+        """The sync finished: clear the session, errors, blocks and hand-over marks, and give
+        the lease back in the same transaction when `owner` still holds it."""
         now = utcnow()
         with transaction(self._db_url) as s:
             st = s.get(SyncState, (self.source, key))
             if st is None:
                 return
+            if owner is not None and st.lease_owner == owner:
+                st.lease_owner = None
+                st.lease_until = None
             st.status = "succeeded"
             st.mode = None
             st.session_id = None

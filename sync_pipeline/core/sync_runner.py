@@ -129,22 +129,19 @@ def run_sync(
     started = time.monotonic()
     key = outcome.key
     try:
-        cp.claim(key, ctx.owner, lease_ttl, owner_is_dead=ctx.owner_is_dead)
+        state = cp.claim(key, ctx.owner, lease_ttl, owner_is_dead=ctx.owner_is_dead)
     except LeaseHeldError as exc:
         outcome.status, outcome.error = "skipped", str(exc)
         return outcome
+    released = False
     try:
-        state = cp.get(key)
-        if (
-            full_when_new
-            and outcome.mode == "incremental"
-            and (state is None or state.last_full_sync_at is None)
-        ):
+        if full_when_new and outcome.mode == "incremental" and state.last_full_sync_at is None:
             outcome.mode = "full"  # nothing to be incremental against yet
         session = cp.begin(key, outcome.mode, ctx.run_id)
         outcome.mode, outcome.resumed = session.mode, session.resumed
         work(session)
-        cp.succeed(key, full=session.mode == "full")
+        cp.succeed(key, full=session.mode == "full", owner=ctx.owner)
+        released = True
         outcome.status = "succeeded"
     except RateLimitedError as exc:
         outcome.status, outcome.error_class, outcome.error = "parked", exc.error_class, str(exc)
@@ -183,6 +180,7 @@ def run_sync(
         )
         outcome.exception = exc
     finally:
-        cp.release(key, ctx.owner)
+        if not released:
+            cp.release(key, ctx.owner)
         outcome.seconds = time.monotonic() - started
     return outcome
