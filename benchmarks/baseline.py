@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, StravaStream, SyncState
 from sync_pipeline.defs.strava.models import SummaryActivity
 from sync_pipeline.defs.strava.sync import UPDATABLE
-from sync_pipeline.defs.strava.sync import _row as sync_activity_row
+from sync_pipeline.defs.strava.sync import activity_row as sync_activity_row
 
 PER_PAGE = 200
 STREAM_KEYS = "latlng,time,distance,altitude"

@@ -40,7 +40,7 @@ from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, SyncS
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.strava.models import SummaryActivity
-from sync_pipeline.defs.strava.sync import _row as sync_activity_row
+from sync_pipeline.defs.strava.sync import activity_row as sync_activity_row
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.strava import data as sandbox_data
 from sync_pipeline.sandbox.strava.app import create_app

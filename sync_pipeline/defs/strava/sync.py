@@ -84,7 +84,9 @@ class SyncOutcome(BaseOutcome):
         }
 
 
-def _row(a: SummaryActivity, now: dt.datetime) -> dict[str, Any]:
+def activity_row(a: SummaryActivity, now: dt.datetime) -> dict[str, Any]:
+    """The strava_activities row of one summary activity (also what the benchmarks' baseline
+    writes, so both store the same bytes)."""
     return {
         "id": a.id,
         "athlete_id": a.athlete_id,
@@ -127,7 +129,7 @@ def _write_page(
         upsert(
             s,
             StravaActivity.__table__,
-            [_row(a, now) for a in page],
+            [activity_row(a, now) for a in page],
             key=["id"],
             update=UPDATABLE,
         )
@@ -218,7 +220,7 @@ def _refresh_activities(
             upsert(
                 s,
                 StravaActivity.__table__,
-                [_row(activity, utcnow())],
+                [activity_row(activity, utcnow())],
                 key=["id"],
                 update=UPDATABLE,
             )
