@@ -1,0 +1,103 @@
+"""Partition leases: who may sync a partition, takeovers, and the lease given back on success."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import update
+
+from sync_pipeline.core.checkpoints import Checkpoints, LeaseHeldError
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import SyncState, utcnow
+
+TTL = dt.timedelta(minutes=10)
+
+
+@pytest.fixture
+def cp(db_url: str) -> Checkpoints:
+    return Checkpoints(db_url, "strava")
+
+
+def holder(cp: Checkpoints, key: str) -> str | None:
+    state = cp.get(key)
+    assert state is not None
+    return state.lease_owner
+
+
+def test_claiming_a_new_partition_creates_its_row_and_takes_the_lease(cp: Checkpoints) -> None:
+    state = cp.claim("7", "run-a", TTL)
+
+    assert (state.partition_key, state.status, state.lease_owner) == ("7", "idle", "run-a")
+    assert state.lease_until is not None and state.last_started_at is not None
+    assert holder(cp, "7") == "run-a"
+
+
+def test_claim_returns_the_state_as_of_the_claim(cp: Checkpoints) -> None:
+    cp.claim("7", "run-a", TTL)
+    cp.succeed("7", full=True, owner="run-a")
+
+    state = cp.claim("7", "run-b", TTL)
+
+    assert state.last_full_sync_at is not None and state.status == "succeeded"
+
+
+@pytest.mark.parametrize("same_owner", [True, False])
+def test_a_live_lease_refuses_others_but_not_its_owner(cp: Checkpoints, same_owner: bool) -> None:
+    cp.claim("7", "run-a", TTL)
+
+    if same_owner:
+        assert cp.claim("7", "run-a", TTL).lease_owner == "run-a"
+    else:
+        with pytest.raises(LeaseHeldError, match="being synced by run run-a"):
+            cp.claim("7", "run-b", TTL, owner_is_dead=lambda run: False)
+        assert holder(cp, "7") == "run-a"
+
+
+def test_an_expired_lease_is_taken_over(cp: Checkpoints, db_url: str) -> None:
+    cp.claim("7", "run-a", TTL)
+    with transaction(db_url) as s:
+        s.execute(
+            update(SyncState)
+            .where(SyncState.partition_key == "7")
+            .values(lease_until=utcnow() - dt.timedelta(seconds=1))
+        )
+
+    assert cp.claim("7", "run-b", TTL).lease_owner == "run-b"
+
+
+def test_a_dead_holders_lease_is_taken_over_and_only_the_holder_is_asked(
+    cp: Checkpoints,
+) -> None:
+    cp.claim("7", "run-a", TTL)
+    asked: list[str] = []
+
+    def dead(run_id: str) -> bool:
+        asked.append(run_id)
+        return run_id == "run-a"
+
+    assert cp.claim("7", "run-b", TTL, owner_is_dead=dead).lease_owner == "run-b"
+    assert asked == ["run-a"]
+
+
+@pytest.mark.parametrize(("owner", "released"), [("run-a", True), ("run-b", False), (None, False)])
+def test_succeed_gives_the_lease_back_only_for_its_holder(
+    cp: Checkpoints, owner: str | None, released: bool
+) -> None:
+    cp.claim("7", "run-a", TTL)
+
+    cp.succeed("7", full=False, owner=owner)
+
+    state = cp.get("7")
+    assert state is not None and state.status == "succeeded"
+    assert (state.lease_owner is None) is released
+    assert (state.lease_until is None) is released
+
+
+def test_release_by_a_non_holder_changes_nothing(cp: Checkpoints) -> None:
+    cp.claim("7", "run-a", TTL)
+
+    cp.release("7", "run-b")
+    assert holder(cp, "7") == "run-a"
+    cp.release("7", "run-a")
+    assert holder(cp, "7") is None
