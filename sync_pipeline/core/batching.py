@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,19 @@ MAX_SWEEP_RUNS = 12
 # Above it (a bulk import, a launch) first syncs go into batch runs of SWEEP_BATCH, so the
 # tick creates a handful of runs instead of one per user (~0.2 s each).
 SINGLE_FIRST_SYNC_MAX = 20
+
+
+# Parked work (a spent rate budget) is re-requested up to `parked_lead` before its window
+# resets: the run starts, waits in-process for the reset (no longer than the client's
+# max_inline_wait_seconds, else it would park again) and spends the new window from its first
+# second. The parked sensors tick this often, so a tick falls inside every such lead (20 s by
+# default); retry sensors need no such haste and tick every 60 s.
+PARKED_INTERVAL_SECONDS = 20
+
+
+def parked_lead(max_inline_wait_seconds: float) -> dt.timedelta:
+    """How long before its reset parked work is requested: what a run may wait inline."""
+    return dt.timedelta(seconds=max(0.0, max_inline_wait_seconds))
 
 
 def sweep_shards(n: int) -> int:

@@ -318,9 +318,12 @@ class Checkpoints:
                 )
             )
 
-    def parked_due(self, now: dt.datetime | None = None) -> list[SyncState]:
-        """Parked partitions whose wait is over."""
-        now = now or utcnow()
+    def parked_due(
+        self, now: dt.datetime | None = None, lead: dt.timedelta = dt.timedelta(0)
+    ) -> list[SyncState]:
+        """Parked partitions whose wait is over, or ends within `lead` (a run requested that
+        early is started and waiting when the window resets, instead of starting after it)."""
+        now = (now or utcnow()) + lead
         with transaction(self._db_url) as s:
             return list(
                 s.scalars(

@@ -78,7 +78,7 @@ def first_sync_requests(added: list[str]) -> list[dg.RunRequest]:
 
 @dg.sensor(
     job=strava_athlete_sync,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def strava_retry_sensor(
@@ -107,14 +107,16 @@ def strava_retry_sensor(
 
 @dg.sensor(
     job=strava_sweep_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=batching.PARKED_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def strava_parked_sensor(
     context: dg.SensorEvaluationContext, strava: StravaResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """Re-requests syncs parked on a spent rate budget once its window has reset."""
-    due = strava.app_db.checkpoints(SOURCE).parked_due()
+    """Re-requests syncs parked on a spent rate budget just before their window resets."""
+    due = strava.app_db.checkpoints(SOURCE).parked_due(
+        lead=batching.parked_lead(strava.max_inline_wait_seconds)
+    )
     by_mode: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for st in due:
         by_mode[st.pending_mode or "incremental"].append(

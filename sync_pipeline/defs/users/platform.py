@@ -242,15 +242,20 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
         client: DailyActivityClient = getattr(context.resources, platform)
         return sweep_requests(platform, title, client.app_db.url, context.scheduled_execution_time)
 
+    # The client resource is named after the platform, so these sensors declare it in
+    # `required_resource_keys` and read `context.resources`. Called directly (tests), Dagster
+    # also passes it as a keyword argument: `**_invoked_with` takes it.
     @dg.sensor(
         name=f"{platform}_retry_sensor",
         job=user_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={platform},
         description=f"Users a {title} sweep failed become single-user runs at lowered priority.",
     )
-    def retry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def retry_sensor(
+        context: dg.SensorEvaluationContext, **_invoked_with: object
+    ) -> dg.SensorResult | dg.SkipReason:
         client: DailyActivityClient = getattr(context.resources, platform)
         failed = client.app_db.checkpoints(platform).handed_over()
         known = set(context.instance.get_dynamic_partitions(users.name or ""))
@@ -270,16 +275,20 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
     @dg.sensor(
         name=f"{platform}_parked_sensor",
         job=sweep_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=batching.PARKED_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={platform},
-        description=f"Re-requests {title} syncs parked on a spent budget after the reset.",
+        description=f"Re-requests {title} syncs parked on a spent budget just before the reset.",
     )
-    def parked_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def parked_sensor(
+        context: dg.SensorEvaluationContext, **_invoked_with: object
+    ) -> dg.SensorResult | dg.SkipReason:
         client: DailyActivityClient = getattr(context.resources, platform)
         due = sorted(
             (st.partition_key, str(st.blocked_until))
-            for st in client.app_db.checkpoints(platform).parked_due()
+            for st in client.app_db.checkpoints(platform).parked_due(
+                lead=batching.parked_lead(client.max_inline_wait_seconds)
+            )
         )
         requests = [
             dg.RunRequest(

@@ -197,19 +197,25 @@ def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
 def test_parked_sensor_requests_due_work(
     instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
 ) -> None:
-    a, b = connect(strava, sandbox, 1), connect(strava, sandbox, 1)
+    a, b, c = (connect(strava, sandbox, 1) for _ in range(3))
     cp = strava.app_db.checkpoints(SOURCE)
-    for key in (a, b):
+    for key in (a, b, c):
         cp.claim(str(key), "t", dt.timedelta(minutes=1))
         cp.release(str(key), "t")
+    assert strava.max_inline_wait_seconds == 20
     cp.park(str(a), until=utcnow() - dt.timedelta(seconds=1), reason="budget", mode="full")
     cp.park(str(b), until=utcnow() + dt.timedelta(minutes=10), reason="budget", mode="full")
+    # Resets within the inline wait: requested now, so the run is waiting when it comes.
+    cp.park(str(c), until=utcnow() + dt.timedelta(seconds=10), reason="budget", mode="full")
 
     result = tick(strava_parked_sensor, instance, strava)
 
     assert isinstance(result, dg.SensorResult)
     [req] = result.run_requests or []
-    assert req.run_config["ops"]["strava_sweep"]["config"] == {"mode": "full", "athletes": [a]}
+    assert req.run_config["ops"]["strava_sweep"]["config"] == {
+        "mode": "full",
+        "athletes": sorted([a, c]),
+    }
     again = tick(strava_parked_sensor, instance, strava)
     assert isinstance(again, dg.SensorResult)
     assert (again.run_requests or [])[0].run_key == req.run_key  # deduplicated by Dagster

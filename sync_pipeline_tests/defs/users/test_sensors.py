@@ -220,3 +220,44 @@ def test_platform_health_sensor_records_changes_and_check_results_once(
     with transaction(app_db.url) as s:
         s.add(SyncState(source="strava", partition_key="9", status="dead"))
     assert emitted(health_tick(platform, instance, app_db, passing.cursor)) == []
+
+
+# ------------------------------------------------------ parked sensors: just before the reset
+
+CLIENTS = {
+    "github": ("sync_pipeline.defs.github.resources", "GitHubResource"),
+    "youtube": ("sync_pipeline.defs.youtube.resources", "YouTubeResource"),
+    "x": ("sync_pipeline.defs.x.resources", "XResource"),
+    "instagram": ("sync_pipeline.defs.instagram.resources", "InstagramResource"),
+}
+
+
+@pytest.mark.parametrize("platform", list(CLIENTS))
+def test_platform_parked_sensor_requests_work_whose_reset_is_within_the_inline_wait(
+    instance: dg.DagsterInstance, app_db: AppDatabaseResource, platform: str
+) -> None:
+    import importlib
+
+    module, cls = CLIENTS[platform]
+    client = getattr(importlib.import_module(module), cls)(
+        app_db=app_db, client_id="id", client_secret="secret", max_inline_wait_seconds=30
+    )
+    cp = app_db.checkpoints(platform)
+    now = dt.datetime.now(dt.UTC)
+    for user, reset_in in [("ana", -1), ("ben", 25), ("cy", 35), ("dan", 600)]:
+        cp.claim(user, "t", dt.timedelta(minutes=1))
+        cp.release(user, "t")
+        cp.park(user, until=now + dt.timedelta(seconds=reset_in), reason="budget", mode="x")
+    sensor = getattr(
+        importlib.import_module(f"sync_pipeline.defs.{platform}.assets"),
+        f"{platform}_parked_sensor",
+    )
+
+    with dg.build_sensor_context(instance=instance, resources={platform: client}) as ctx:
+        result = sensor(ctx)
+
+    assert isinstance(result, dg.SensorResult)
+    [req] = result.run_requests or []
+    # Past resets and those the run can wait for in-process (30 s here); not the others.
+    assert req.run_config["ops"][f"{platform}_sweep"]["config"] == {"users": ["ana", "ben"]}
+    assert req.tags[priorities.PRIORITY_TAG] == str(priorities.BATCH)
