@@ -342,6 +342,7 @@ def run(
                         app_db, sandbox, ids, scale, shards, root / "pipeline"
                     )
                 log_ = requests.take()
+                by_endpoint = sandbox.state.stats()["requests_by_endpoint"]
                 figures = window_figures(log_, w, start, scale)
                 total = end - start
                 bound = lower_bound(start, figures["reads"], w, DAY / scale)
@@ -357,6 +358,7 @@ def run(
                     ),
                     "calls_per_athlete": round(figures["reads"] / athletes, 3),
                     "athletes_with_wrong_counts": wrong,
+                    "api_calls_by_endpoint": by_endpoint,
                     "loadavg_before_after": [load0, loadavg()],
                     **extra,
                 }

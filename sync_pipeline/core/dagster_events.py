@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -28,6 +29,12 @@ def run_is_finished(instance: dg.DagsterInstance) -> Callable[[str], bool]:
         return run is None or run.is_finished
 
     return dead
+
+
+def run_requested_at(context: dg.OpExecutionContext) -> dt.datetime | None:
+    """When this run was created (queued): what a batch run's work is dated from."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    return record.create_timestamp if record is not None else None
 
 
 def forget_partitions(

@@ -84,6 +84,14 @@ class RunContext:
     owner_is_dead: Callable[[str], bool] | None = None
     hand_over_on_failure: bool = False
     final_attempt: bool = False
+    # A batch run's creation time: a partition that another run synced successfully after it
+    # was requested is skipped, its work already done (two parked-work runs may list the
+    # same athlete; a webhook run may beat a sweep to it). None: always sync (manual runs).
+    requested_at: dt.datetime | None = None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def refuse(
@@ -134,6 +142,20 @@ def run_sync(
         outcome.status, outcome.error = "skipped", str(exc)
         return outcome
     released = False
+    if (
+        ctx.requested_at is not None
+        and state.status == "succeeded"
+        and state.last_success_at is not None
+        and _utc(state.last_success_at) > _utc(ctx.requested_at)
+    ):
+        cp.release(key, ctx.owner)
+        outcome.status = "skipped"
+        outcome.error = (
+            f"already synced at {_utc(state.last_success_at):%Y-%m-%d %H:%M:%S} UTC by another "
+            "run, after this run was requested"
+        )
+        outcome.seconds = time.monotonic() - started
+        return outcome
     try:
         if full_when_new and outcome.mode == "incremental" and state.last_full_sync_at is None:
             outcome.mode = "full"  # nothing to be incremental against yet

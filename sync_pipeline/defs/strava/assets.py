@@ -12,6 +12,7 @@ from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
     batch_events,
     run_is_finished,
+    run_requested_at,
     single_partition_events,
 )
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
@@ -144,6 +145,7 @@ def strava_sweep(
         ]
     counts = {"succeeded": 0, "failed": 0, "parked": 0, "skipped": 0}
     calls = added = 0
+    requested_at = run_requested_at(context)
     with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         futures = [
             pool.submit(
@@ -155,6 +157,7 @@ def strava_sweep(
                 run_id=context.run.run_id,
                 hand_over_on_failure=True,
                 owner_is_dead=run_is_finished(context.instance),
+                requested_at=requested_at,
             )
             for athlete_id in ids
         ]

@@ -285,17 +285,21 @@ def sync_athlete(
     owner_is_dead: Callable[[str], bool] | None = None,
     final_attempt: bool = False,
     activity_ids: list[int] | None = None,
+    requested_at: dt.datetime | None = None,
 ) -> SyncOutcome:
     """Sync one athlete and record the outcome in its sync state; never raises SyncError.
 
-    Unexpected exceptions are recorded too and returned in `outcome.exception`. A failure
+    Unexpected exceptions are recorded too and returned in `outcome.exception`. With
+    `requested_at` (batch runs), an athlete another run synced since then is skipped. A failure
     that nothing will retry (permanent, or transient on the `final_attempt` of a
     single-partition run) is recorded as a dead letter.
     """
     outcome = SyncOutcome(key=str(athlete_id), mode=mode, athlete_id=athlete_id)
     db_url = strava.app_db.url
     cp = strava.app_db.checkpoints(SOURCE, ttl=LEASE_TTL)
-    ctx = RunContext(owner, run_id, owner_is_dead, hand_over_on_failure, final_attempt)
+    ctx = RunContext(
+        owner, run_id, owner_is_dead, hand_over_on_failure, final_attempt, requested_at
+    )
     with transaction(db_url) as s:
         athlete = s.get(Athlete, athlete_id)
     if athlete is None or athlete.state == "disconnected":

@@ -26,6 +26,7 @@ from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
     batch_events,
     run_is_finished,
+    run_requested_at,
     single_partition_events,
 )
 from sync_pipeline.core.daily import DEFAULT_TRAILING_DAYS, DailyActivityClient, sync_daily
@@ -183,6 +184,7 @@ def build_platform(platform: str, title: str) -> PlatformDefs:
             run_id=context.run.run_id,
             owner_is_dead=run_is_finished(context.instance),
             hand_over_on_failure=True,
+            requested_at=run_requested_at(context),
         )
         counts: dict[str, int] = {}
         calls = items = 0

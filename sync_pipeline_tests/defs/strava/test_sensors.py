@@ -24,7 +24,7 @@ from sync_pipeline.defs.strava.sensors import (
     strava_parked_sensor,
     strava_retry_sensor,
 )
-from sync_pipeline.defs.strava.sync import SOURCE
+from sync_pipeline.defs.strava.sync import SOURCE, sync_athlete
 from sync_pipeline_tests.conftest import Sandbox, connect
 
 
@@ -192,6 +192,31 @@ def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
     assert (
         sandbox.state.stats()["requests_by_endpoint"].get("GET /api/v3/athlete/activities", 0) == 2
     )
+
+
+@pytest.mark.parametrize("synced_after_request", [True, False])
+def test_batch_sync_skips_an_athlete_another_run_synced_after_it_was_requested(
+    strava: StravaResource, sandbox: Sandbox, synced_after_request: bool
+) -> None:
+    # Two parked-work runs listing the same athlete: the second must not sync it again.
+    athlete = connect(strava, sandbox, 3)
+    before = utcnow()
+    sync_athlete(strava, athlete, mode="full", owner="run-1", run_id="run-1")
+    requested_at = before if synced_after_request else utcnow()
+    sandbox.state.reset_stats()
+
+    outcome = sync_athlete(
+        strava, athlete, mode="full", owner="run-2", run_id="run-2", requested_at=requested_at
+    )
+
+    calls = sandbox.state.stats()["requests_by_endpoint"].get("GET /api/v3/athlete/activities", 0)
+    if synced_after_request:
+        assert (outcome.status, calls) == ("skipped", 0)
+        assert outcome.error is not None and "already synced" in outcome.error
+    else:
+        assert (outcome.status, calls) == ("succeeded", 1)
+    state = strava.app_db.checkpoints(SOURCE).get(str(athlete))
+    assert state is not None and state.lease_owner is None  # the lease is given back
 
 
 def test_parked_sensor_requests_due_work(
