@@ -142,17 +142,19 @@ def run_sync(
         outcome.status, outcome.error = "skipped", str(exc)
         return outcome
     released = False
+    # An incremental sync does not stand in for a full one (deletions are found by full ones).
+    done_at = state.last_full_sync_at if outcome.mode == "full" else state.last_success_at
     if (
         ctx.requested_at is not None
         and state.status == "succeeded"
-        and state.last_success_at is not None
-        and _utc(state.last_success_at) > _utc(ctx.requested_at)
+        and done_at is not None
+        and _utc(done_at) > _utc(ctx.requested_at)
     ):
         cp.release(key, ctx.owner)
         outcome.status = "skipped"
         outcome.error = (
-            f"already synced at {_utc(state.last_success_at):%Y-%m-%d %H:%M:%S} UTC by another "
-            "run, after this run was requested"
+            f"already synced ({outcome.mode}) at {_utc(done_at):%Y-%m-%d %H:%M:%S} UTC by "
+            "another run, after this run was requested"
         )
         outcome.seconds = time.monotonic() - started
         return outcome

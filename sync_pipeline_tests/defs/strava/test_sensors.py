@@ -194,23 +194,38 @@ def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
     )
 
 
-@pytest.mark.parametrize("synced_after_request", [True, False])
+@pytest.mark.parametrize(
+    ("synced_after_request", "first", "second", "skipped"),
+    [
+        (True, "full", "full", True),
+        (True, "full", "incremental", True),
+        (True, "incremental", "full", False),  # an incremental sync is no full one
+        (False, "full", "full", False),
+    ],
+)
 def test_batch_sync_skips_an_athlete_another_run_synced_after_it_was_requested(
-    strava: StravaResource, sandbox: Sandbox, synced_after_request: bool
+    strava: StravaResource,
+    sandbox: Sandbox,
+    synced_after_request: bool,
+    first: str,
+    second: str,
+    skipped: bool,
 ) -> None:
     # Two parked-work runs listing the same athlete: the second must not sync it again.
     athlete = connect(strava, sandbox, 3)
+    if first == "incremental":
+        sync_athlete(strava, athlete, mode="full", owner="run-0", run_id="run-0")
     before = utcnow()
-    sync_athlete(strava, athlete, mode="full", owner="run-1", run_id="run-1")
+    sync_athlete(strava, athlete, mode=first, owner="run-1", run_id="run-1")
     requested_at = before if synced_after_request else utcnow()
     sandbox.state.reset_stats()
 
     outcome = sync_athlete(
-        strava, athlete, mode="full", owner="run-2", run_id="run-2", requested_at=requested_at
+        strava, athlete, mode=second, owner="run-2", run_id="run-2", requested_at=requested_at
     )
 
     calls = sandbox.state.stats()["requests_by_endpoint"].get("GET /api/v3/athlete/activities", 0)
-    if synced_after_request:
+    if skipped:
         assert (outcome.status, calls) == ("skipped", 0)
         assert outcome.error is not None and "already synced" in outcome.error
     else:
