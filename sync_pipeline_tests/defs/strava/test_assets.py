@@ -53,6 +53,14 @@ def metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The error message of the run's (first) step failure."""
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    assert error is not None
+    return error.message
+
+
 def api_list_calls(sandbox: Sandbox) -> int:
     """GET /athlete/activities calls the sandbox answered."""
     return sum(
@@ -207,8 +215,7 @@ def test_revoked_athlete_needs_reconnect_and_is_not_retried(
     assert not result.success
     events = result.all_events
     assert not any(e.event_type_value == "STEP_RESTARTED" for e in events)
-    failure = next(e for e in events if e.is_step_failure)
-    assert "reconnect" in str(failure.event_specific_data.error.message).lower()
+    assert "reconnect" in failure_message(result).lower()
     with transaction(strava.app_db.url) as s:
         a = s.get(Athlete, athlete)
         assert a is not None and a.state == "needs_reconnect"
@@ -247,7 +254,8 @@ def test_tokens_are_encrypted_and_never_in_metadata(
     with transaction(strava.app_db.url) as s:
         raw = s.execute(select(OAuthToken.access_token_enc, OAuthToken.refresh_token_enc)).one()
     assert tokens.access_token.encode() not in raw[0]
-    assert tokens.refresh_token is not None and tokens.refresh_token.encode() not in raw[1]
+    assert tokens.refresh_token is not None and raw[1] is not None
+    assert tokens.refresh_token.encode() not in raw[1]
     result = materialize(instance, strava, athlete)
     text = " ".join(str(e) for e in result.all_events)
     assert tokens.access_token not in text and tokens.refresh_token not in text
@@ -258,8 +266,7 @@ def test_unknown_partition_fails_clearly(
 ) -> None:
     result = materialize(instance, strava, 999999)
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "not connected" in str(failure.event_specific_data.error.message)
+    assert "not connected" in failure_message(result)
 
 
 def test_athletes_table_counts(strava: StravaResource, sandbox: Sandbox) -> None:

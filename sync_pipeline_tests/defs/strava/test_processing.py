@@ -16,7 +16,7 @@ from sync_pipeline.defs.strava.assets import STREET_PROGRESS, strava_activities
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import StravaResource
 from sync_pipeline.defs.strava.streets import load_network
-from sync_pipeline.defs.strava.sync import delete_activity, sync_athlete
+from sync_pipeline.defs.strava.sync import SyncOutcome, delete_activity, sync_athlete
 from sync_pipeline.sandbox.strava.city import write_streets_geojson
 from sync_pipeline_tests.conftest import Sandbox, connect
 
@@ -45,7 +45,7 @@ def hits(db_url: str, athlete: int, activity: int | None = None) -> set[int]:
         return set(s.scalars(q))
 
 
-def sync(strava: StravaResource, athlete: int, ids: list[int] | None = None):  # type: ignore[no-untyped-def]
+def sync(strava: StravaResource, athlete: int, ids: list[int] | None = None) -> SyncOutcome:
     return sync_athlete(
         strava, athlete, mode="incremental", owner="test", run_id=None, activity_ids=ids
     )
@@ -70,7 +70,8 @@ def test_sync_processes_gps_activities_and_matches_the_streets_they_ran(
         progress = s.scalar(select(func.count()).select_from(StreetProgress))
     assert processed == outcome.activities_processed > 0
     assert streams == outcome.activities_processed
-    assert outcome.streets is not None and outcome.streets.streets_touched == progress > 0
+    assert outcome.streets is not None and progress is not None
+    assert outcome.streets.streets_touched == progress > 0
     # The stored hits are exactly what the matcher finds on the sandbox's own stream.
     activity = gps_activity(sandbox, athlete)
     token = sandbox.state.authenticate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -38,7 +39,7 @@ def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
                 instance.delete_dynamic_partition(req.partitions_def_name, key)
 
 
-def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, strava: StravaResource):  # type: ignore[no-untyped-def]
+def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, strava: StravaResource) -> Any:
     with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
         return sensor(ctx)
 

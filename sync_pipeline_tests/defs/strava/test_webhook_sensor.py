@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 from sqlalchemy import select
 
@@ -21,7 +23,7 @@ def event(owner: int, object_id: int, aspect: str, t: int, **updates: str) -> St
     return StravaEvent(kind, object_id, aspect, owner, 1, t, dict(updates))
 
 
-def tick(instance: dg.DagsterInstance, strava: StravaResource, cursor: str | None):  # type: ignore[no-untyped-def]
+def tick(instance: dg.DagsterInstance, strava: StravaResource, cursor: str | None) -> Any:
     with dg.build_sensor_context(
         instance=instance, resources={"strava": strava}, cursor=cursor
     ) as ctx:

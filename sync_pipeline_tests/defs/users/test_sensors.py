@@ -186,6 +186,13 @@ def emitted(result: dg.SensorResult | dg.SkipReason) -> list[tuple[str, str]]:
     return [(type(e).__name__, e.asset_key.to_user_string()) for e in result.asset_events]
 
 
+def check_result(result: dg.SensorResult) -> dg.AssetCheckEvaluation:
+    """The dead-letter check's evaluation a health tick emitted (its second event)."""
+    evaluation = result.asset_events[1]
+    assert isinstance(evaluation, dg.AssetCheckEvaluation)
+    return evaluation
+
+
 @pytest.mark.parametrize("platform", ["github", "youtube", "x", "instagram"])
 def test_platform_health_sensor_records_changes_and_check_results_once(
     instance: dg.DagsterInstance, app_db: AppDatabaseResource, platform: str
@@ -207,7 +214,7 @@ def test_platform_health_sensor_records_changes_and_check_results_once(
     failing = health_tick(platform, instance, app_db, first.cursor)
     assert emitted(failing) == both
     assert isinstance(failing, dg.SensorResult)
-    assert not failing.asset_events[1].passed
+    assert not check_result(failing).passed
     assert emitted(health_tick(platform, instance, app_db, failing.cursor)) == []
 
     with transaction(app_db.url) as s:  # ...and is redriven successfully
@@ -215,7 +222,7 @@ def test_platform_health_sensor_records_changes_and_check_results_once(
     passing = health_tick(platform, instance, app_db, failing.cursor)
     assert emitted(passing) == both
     assert isinstance(passing, dg.SensorResult)
-    assert passing.asset_events[1].passed
+    assert check_result(passing).passed
     # Another platform's dead letters are not this sensor's news.
     with transaction(app_db.url) as s:
         s.add(SyncState(source="strava", partition_key="9", status="dead"))
