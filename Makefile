@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks  # scripts, not a package: checked apart
 
 demo: install
 	$(BIN)/sync-pipeline dev

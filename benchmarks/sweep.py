@@ -9,8 +9,9 @@ One configuration (incremental or full) is measured like this:
 2. Baseline: a copy of the template; `baseline.py` syncs every athlete at the pipeline's
    effective concurrency (strava run slots x threads per sweep run).
 3. Pipeline: another copy; a fresh Dagster home with the athletes registered as partitions;
-   the real daemon; one `strava_sweep_job` run per 500 athletes (mode/shard/shards as the
-   schedules make them) submitted to the run queue; wait until all finish.
+   the real daemon; the `strava_sweep_job` runs the schedules make (`sweep_shards`: one per
+   500 athletes, at most 12; same config and tags) submitted to the run queue; wait until
+   all finish.
 4. Both results are checked against the sandbox (every athlete's stored activities equal
    its live ones; same number of API calls; streams fetched for the same activities), so a
    fast-but-wrong contender cannot win.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import subprocess
@@ -64,11 +64,11 @@ from common import (
 from sqlalchemy import func, select
 
 from sync_pipeline.core import db, priorities
+from sync_pipeline.core.batching import sweep_shards
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, StravaStream
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES, StravaSweepConfig
-from sync_pipeline.defs.strava.sensors import SWEEP_BATCH
 
 RUN_TIMEOUT = 3 * 3600.0
 
@@ -216,8 +216,8 @@ def run_pipeline(
             "daemon ready", lambda: daemon_ready(instance), timeout=300, poll=1.0, daemon=daemon
         )
         ready_seconds = time.monotonic() - ready_started
-        shards = math.ceil(len(athlete_ids) / SWEEP_BATCH)
-        tags = priorities.run_tags(priorities.BATCH, "strava", "benchmark")
+        shards = sweep_shards(len(athlete_ids))
+        tags = priorities.run_tags(priorities.BATCH, "strava", f"schedule_{mode}")
         specs = [
             {
                 "job": "strava_sweep_job",
@@ -317,7 +317,7 @@ def run(
     """Measure one configuration; returns the result (JSON-ready)."""
     slots, threads, _ = pipeline_concurrency()
     # Same concurrency as the pipeline: runs in flight (at most the slots) x threads each.
-    concurrency = min(slots, math.ceil(athletes / SWEEP_BATCH)) * threads
+    concurrency = min(slots, sweep_shards(athletes)) * threads
     counts = activity_counts(mode, athletes, existing, seed)
     log(f"sweep {mode}: {athletes} athletes, {sum(counts):,} activities at the sandbox")
     with temp_root(f"bench-sweep-{mode}-", keep) as tmp:
