@@ -55,7 +55,7 @@ def body_text(response: httpx.Response, limit: int = 300) -> str:
 
 
 class ProviderClient(dg.ConfigurableResource):
-    """Base of the per-provider API resources (GitHub, YouTube, X, Instagram)."""
+    """Base of the per-provider API resources (Strava, GitHub, YouTube, X, Instagram)."""
 
     PROVIDER: ClassVar[str] = ""
 
@@ -120,6 +120,10 @@ class ProviderClient(dg.ConfigurableResource):
         """Query parameters carrying the access token (Instagram), if any."""
         return {}
 
+    def describe(self, response: httpx.Response) -> str:
+        """What an error response says, for messages (never contains our tokens)."""
+        return body_text(response, 200)
+
     def error_for(self, response: httpx.Response, what: str) -> Exception:
         """Classify an unexpected status (4xx permanent, 404 not found, else transient)."""
         status = response.status_code
@@ -175,8 +179,11 @@ class ProviderClient(dg.ConfigurableResource):
                     session.close()
             self._session = self._auth_session = None
 
-    def budget_usage(self, account: str, method: str = "GET", path: str = "/") -> list[WindowUsage]:
-        """Used and left in the windows a call would spend."""
+    def budget_usage(
+        self, account: str = "", method: str = "GET", path: str = "/"
+    ) -> list[WindowUsage]:
+        """Used and left in the windows a call by `account` would spend (app-wide budgets
+        need no account)."""
         return self.app_db.budget().usage(self.windows(account, method, path))
 
     def access_token(self, account: str, *, stale: str | None = None) -> str:
@@ -194,7 +201,7 @@ class ProviderClient(dg.ConfigurableResource):
         if response.status_code in (400, 401, 403):
             raise AuthRevokedError(
                 f"{self.PROVIDER} rejected the {grant} grant (HTTP {response.status_code}: "
-                f"{body_text(response, 200)}); the user must reconnect."
+                f"{self.describe(response)}); the user must reconnect."
             )
         raise TransientError(f"{self.PROVIDER} token endpoint answered HTTP {response.status_code}")
 
@@ -263,7 +270,7 @@ class ProviderClient(dg.ConfigurableResource):
                 if refreshed:
                     raise AuthRevokedError(
                         f"{self.PROVIDER} rejected the token of account {account} after a "
-                        f"refresh ({body_text(response, 200)}); the user must reconnect."
+                        f"refresh ({self.describe(response)}); the user must reconnect."
                     )
                 token = self.access_token(account, stale=token)
                 refreshed = True
