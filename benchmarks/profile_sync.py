@@ -72,7 +72,7 @@ from sync_pipeline.defs.strava.sync import sync_athlete
 PARTS: dict[str, str] = {
     "token store (read + decrypt)": "tokens.py:.*\\(access_token\\)",
     "rate budget acquire": "budget.py:.*\\(acquire\\)",
-    "rate budget observe headers": "resources.py:.*\\(_observe\\)",
+    "rate budget observe headers": "budget.py:.*\\(observe\\)",
     "lease claim": "checkpoints.py:.*\\(claim\\)",
     "session begin": "checkpoints.py:.*\\(begin\\)",
     "succeed/release/get": "checkpoints.py:.*\\((succeed|release|get)\\)",
@@ -233,21 +233,21 @@ def cached_sessionmaker() -> Iterator[None]:
 @contextmanager
 def cached_tokens() -> Iterator[None]:
     """The decrypted access token kept per athlete instead of read per API call."""
-    original = StravaResource._access_token
-    cache: dict[int, str] = {}
+    original = StravaResource.access_token
+    cache: dict[str, str] = {}
 
-    def access_token(self: StravaResource, athlete_id: int, *, stale: str | None = None) -> str:
-        if stale is None and athlete_id in cache:
-            return cache[athlete_id]
-        token = original(self, athlete_id, stale=stale)
-        cache[athlete_id] = token
+    def access_token(self: StravaResource, account: str, *, stale: str | None = None) -> str:
+        if stale is None and account in cache:
+            return cache[account]
+        token = original(self, account, stale=stale)
+        cache[account] = token
         return token
 
-    StravaResource._access_token = access_token  # type: ignore[method-assign]
+    StravaResource.access_token = access_token  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
-        StravaResource._access_token = original  # type: ignore[method-assign]
+        StravaResource.access_token = original  # type: ignore[method-assign]
 
 
 @contextmanager
