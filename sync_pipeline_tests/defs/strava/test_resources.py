@@ -27,6 +27,16 @@ def list_calls(sandbox: Sandbox) -> int:
     return int(sandbox.state.stats()["requests_by_endpoint"].get(LIST, 0))
 
 
+def answered_429_once(
+    strava_factory: Callable[..., StravaResource], sandbox: Sandbox, **overrides: object
+) -> tuple[StravaResource, int]:
+    """A connected athlete whose next activities call Strava answers with a 429."""
+    strava = strava_factory(**overrides)
+    athlete = connect(strava, sandbox, 5)
+    sandbox.state.inject_fault("429", path_contains="/athlete/activities")
+    return strava, athlete
+
+
 def test_usage_headers_correct_the_shared_budget(strava: StravaResource, sandbox: Sandbox) -> None:
     athlete = connect(strava, sandbox, 5)
     # Calls made elsewhere (another deployment with the same app) show only in the headers.
@@ -42,9 +52,7 @@ def test_usage_headers_correct_the_shared_budget(strava: StravaResource, sandbox
 def test_a_429_spends_the_window_and_parks_until_its_reset(
     strava_factory: Callable[..., StravaResource], sandbox: Sandbox
 ) -> None:
-    strava = strava_factory(max_inline_wait_seconds=0.0)
-    athlete = connect(strava, sandbox, 5)
-    sandbox.state.inject_fault("429", path_contains="/athlete/activities")
+    strava, athlete = answered_429_once(strava_factory, sandbox, max_inline_wait_seconds=0.0)
     before = time.time()
     with pytest.raises(RateLimitedError) as info:
         strava.list_activities(athlete)
@@ -64,13 +72,12 @@ def test_a_429_near_its_reset_waits_for_it_and_the_call_succeeds(
     strava_factory: Callable[..., StravaResource], sandbox: Sandbox
 ) -> None:
     # Windows of 2 s: the reset is always within the 20 s inline wait.
-    strava = strava_factory(time_scale=450)
-    athlete = connect(strava, sandbox, 5)
-    sandbox.state.inject_fault("429", path_contains="/athlete/activities")
-    stats = CallStats()
-    assert len(strava.list_activities(athlete, stats=stats)) == 5
+    strava, athlete = answered_429_once(strava_factory, sandbox, time_scale=450)
+    started = time.time()
+    assert len(strava.list_activities(athlete, stats=CallStats())) == 5
     assert list_calls(sandbox) == 2
-    assert stats.rate_wait_seconds > 0
+    # The retry went out only once the window of the refused call had ended.
+    assert time.time() >= strava.read_windows()[0].end(started)
 
 
 def test_a_rejected_access_token_is_refreshed_once_and_the_call_retried(
