@@ -27,6 +27,8 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipeline.core import batching, priorities
+from sync_pipeline.core.budget import WindowUsage
+from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
     batch_events,
@@ -34,8 +36,6 @@ from sync_pipeline.core.dagster_events import (
     run_requested_at,
     single_partition_events,
 )
-from sync_pipeline.core.checkpoints import Checkpoints
-from sync_pipeline.core.budget import WindowUsage
 from sync_pipeline.core.health import current_budget, dead_letter_check
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
@@ -311,9 +311,7 @@ def retry_requests(source: SyncSource, db_url: str, known: set[str]) -> list[dg.
     ]
 
 
-def parked_requests(
-    source: SyncSource, db_url: str, lead: dt.timedelta
-) -> list[dg.RunRequest]:
+def parked_requests(source: SyncSource, db_url: str, lead: dt.timedelta) -> list[dg.RunRequest]:
     """Batch runs for work parked on a spent rate budget whose reset is within `lead`."""
     by_mode: dict[bool, list[tuple[str, str]]] = {}
     for st in Checkpoints(db_url, source.name).parked_due(lead=lead):
@@ -371,7 +369,8 @@ def source_defs(source: SyncSource) -> SourceDefs:
         op_tags={priorities.SOURCE_TAG: name},
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: single_options  # type: ignore[valid-type]
+        context: dg.AssetExecutionContext,
+        config: single_options,  # type: ignore[valid-type]
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetMaterialization]:
         client = source.client(context.resources)
         key = context.partition_key
@@ -434,7 +433,8 @@ def source_defs(source: SyncSource) -> SourceDefs:
         "logged on its own partition.",
     )
     def _sweep(
-        context: dg.OpExecutionContext, config: sweep_config  # type: ignore[valid-type]
+        context: dg.OpExecutionContext,
+        config: sweep_config,  # type: ignore[valid-type]
     ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.Output[None]]:
         client = source.client(context.resources)
         cfg: Any = config

@@ -52,7 +52,9 @@ def partitions_sensor(
                 run_requests.extend(first_sync_requests(s, to_sync))
     if not partition_requests:
         return dg.SkipReason(f"no one connected or disconnected ({', '.join(summary)})")
-    return dg.SensorResult(dynamic_partitions_requests=partition_requests, run_requests=run_requests)
+    return dg.SensorResult(
+        dynamic_partitions_requests=partition_requests, run_requests=run_requests
+    )
 
 
 @dg.sensor(jobs=JOBS, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)

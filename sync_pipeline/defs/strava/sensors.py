@@ -8,10 +8,11 @@ from sync_pipeline.core import priorities
 from sync_pipeline.core.inbox import events_after, mark_handled, set_outcomes
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
-from sync_pipeline.defs.strava.source import STRAVA, strava
+from sync_pipeline.defs.strava.source import STRAVA, strava_defs
+
 
 @dg.sensor(
-    job=strava.single_job,
+    job=strava_defs.single_job,
     # Event → processed p95 ≤ 10 s: the wait for a tick (≤ 5 s) + the dequeue interval (≤ 1 s)
     # + a run's start-up (~2 s) + the work (< 1 s). The sensor daemon loops every 5 s, so this
     # ticks on every loop; an interval of exactly 5 s would skip every other loop whose start

@@ -6,9 +6,15 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sync_pipeline.core.source import Companion, PartitionSet, SweepSchedule, SyncSource, source_defs
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
+from sync_pipeline.core.source import (
+    Companion,
+    PartitionSet,
+    SweepSchedule,
+    SyncSource,
+    source_defs,
+)
 from sync_pipeline.core.sync_runner import RunContext
 from sync_pipeline.defs.strava.athletes import (
     connected_athlete_ids,
@@ -173,5 +179,5 @@ STRAVA = SyncSource(
     ),
 )
 
-strava = source_defs(STRAVA)
-defs = strava.definitions()
+strava_defs = source_defs(STRAVA)
+defs = strava_defs.definitions()
