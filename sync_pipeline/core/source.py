@@ -545,7 +545,7 @@ def _schedule(
         description=schedule.description,
     )
     def _sweep_schedule(
-        context: dg.ScheduleEvaluationContext,
+        context: dg.ScheduleEvaluationContext, **_invoked_with: object
     ) -> list[dg.RunRequest] | dg.SkipReason:
         client = getattr(context.resources, source.name)
         return sweep_requests(source, client.app_db.url, context.scheduled_execution_time, schedule)

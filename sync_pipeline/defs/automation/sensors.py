@@ -20,6 +20,8 @@ from sync_pipeline.core.source import (
 )
 from sync_pipeline.sources import SOURCES, defs_of, partition_sets
 
+# The clients are declared as `required_resource_keys` and read from `context.resources`;
+# called directly (tests), Dagster also passes them as keyword arguments: `**_invoked_with`.
 JOBS = [job for name in SOURCES for job in (defs_of(name).single_job, defs_of(name).sweep_job)]
 
 
@@ -32,9 +34,10 @@ def partitions_sensor(
     partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]
     partition_requests, run_requests, summary = [], [], []
     for pset, sources in partition_sets():
-        wanted = {str(k) for k in pset.members(db_url)}
+        wanted = [str(k) for k in pset.members(db_url)]  # in the members' order
         existing = set(context.instance.get_dynamic_partitions(pset.name))
-        added, removed = sorted(wanted - existing), sorted(existing - wanted)
+        added = [k for k in wanted if k not in existing]
+        removed = sorted(existing - set(wanted))
         summary.append(f"{pset.name}: {len(existing)}")
         if removed:
             # Deleting a dynamic partition keeps its materializations: forget them explicitly.
@@ -48,7 +51,8 @@ def partitions_sensor(
         if added:
             partition_requests.append(pset.definition.build_add_request(added))
             for s in sources:
-                to_sync = sorted(set(added) & set(s.sweep_keys(db_url)))
+                syncable = set(s.sweep_keys(db_url))
+                to_sync = [k for k in added if k in syncable]
                 run_requests.extend(first_sync_requests(s, to_sync))
     if not partition_requests:
         return dg.SkipReason(f"no one connected or disconnected ({', '.join(summary)})")
@@ -79,7 +83,9 @@ def retry_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     required_resource_keys=set(SOURCES),
 )
-def parked_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def parked_sensor(
+    context: dg.SensorEvaluationContext, **_invoked_with: object
+) -> dg.SensorResult | dg.SkipReason:
     """Re-requests syncs parked on a spent rate budget just before their window resets."""
     requests = []
     for name, s in SOURCES.items():
@@ -96,7 +102,9 @@ def parked_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.S
     default_status=dg.DefaultSensorStatus.RUNNING,
     required_resource_keys={"app_db", *SOURCES},
 )
-def health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def health_sensor(
+    context: dg.SensorEvaluationContext, **_invoked_with: object
+) -> dg.SensorResult | dg.SkipReason:
     """Reads every source's queue figures and dead letters each minute; records what changed.
 
     Per source, an observation of `<source>_sync_queue` when a figure changed since the last

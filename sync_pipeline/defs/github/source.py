@@ -5,4 +5,5 @@ from sync_pipeline.defs.github.resources import GitHubResource
 from sync_pipeline.defs.users.platform import platform_source
 
 GITHUB = platform_source("github", "GitHub", GitHubResource)
-defs = source_defs(GITHUB).definitions()
+github_defs = source_defs(GITHUB)
+defs = github_defs.definitions()

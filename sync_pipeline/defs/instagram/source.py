@@ -5,4 +5,5 @@ from sync_pipeline.defs.instagram.resources import InstagramResource
 from sync_pipeline.defs.users.platform import platform_source
 
 INSTAGRAM = platform_source("instagram", "Instagram", InstagramResource)
-defs = source_defs(INSTAGRAM).definitions()
+instagram_defs = source_defs(INSTAGRAM)
+defs = instagram_defs.definitions()

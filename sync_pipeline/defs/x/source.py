@@ -5,4 +5,5 @@ from sync_pipeline.defs.users.platform import platform_source
 from sync_pipeline.defs.x.resources import XResource
 
 X = platform_source("x", "X", XResource)
-defs = source_defs(X).definitions()
+x_defs = source_defs(X)
+defs = x_defs.definitions()

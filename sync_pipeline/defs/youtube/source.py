@@ -5,4 +5,5 @@ from sync_pipeline.defs.users.platform import platform_source
 from sync_pipeline.defs.youtube.resources import YouTubeResource
 
 YOUTUBE = platform_source("youtube", "YouTube", YouTubeResource)
-defs = source_defs(YOUTUBE).definitions()
+youtube_defs = source_defs(YOUTUBE)
+defs = youtube_defs.definitions()
