@@ -397,16 +397,17 @@ def source_defs(source: SyncSource) -> SourceDefs:
             f"{source.noun} {key} on {title}: {outcome.status} ({outcome.mode}), "
             f"{outcome.stats.calls} API calls" + (f"; {outcome.error}" if outcome.error else "")
         )
+        # The main asset first (multi-assets yield in dependency order); raises on failure.
+        for event in list(single_partition_events(source.asset_key, outcome)):
+            if isinstance(event, dg.MaterializeResult):
+                yield dg.MaterializeResult(asset_key=source.asset_key, metadata=event.metadata)
+            else:
+                yield event
         for asset_key, md in _companion_events(source, outcome):
             if asset_key in selected:
                 yield dg.MaterializeResult(asset_key=asset_key, metadata=dict(md))
         if outcome.status == "succeeded" and source.after_sync is not None:
             yield from source.after_sync(client, [key])
-        for event in single_partition_events(source.asset_key, outcome):
-            if isinstance(event, dg.MaterializeResult):
-                yield dg.MaterializeResult(asset_key=source.asset_key, metadata=event.metadata)
-            else:
-                yield event
 
     _asset.__doc__ = source.description
 
