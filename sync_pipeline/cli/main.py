@@ -793,11 +793,15 @@ def cleanup(older_than: str, dry_run: bool, as_json: bool) -> None:
         click.echo(f"  {verb} {run_id}")
 
 
+from sync_pipeline.cli.outreach import campaigns, outreach, prospects  # noqa: E402
 from sync_pipeline.cli.users import users  # noqa: E402
 from sync_pipeline.cli.webhooks import webhooks  # noqa: E402
 
 cli.add_command(users)
 cli.add_command(webhooks)
+cli.add_command(campaigns)
+cli.add_command(prospects)
+cli.add_command(outreach)
 
 if __name__ == "__main__":
     cli()

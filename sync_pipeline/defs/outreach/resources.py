@@ -481,3 +481,56 @@ __all__ = [
     "SmtpResource",
     "SupabaseResource",
 ]
+
+
+@dataclass(frozen=True)
+class OutreachClients:
+    """Every outreach client, configured from one set of settings."""
+
+    hunter: HunterResource
+    smtp: SmtpResource
+    imap: ImapResource
+    supabase: SupabaseResource
+    unsubscribe_url: str
+    min_confidence: int
+
+
+def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
+    """Outreach clients from settings (`env`: core.settings.Env). Variables: HUNTER_API_KEY,
+    HUNTER_BASE_URL, HUNTER_WEBSITE_URL, SMTP_HOST/PORT/USERNAME/PASSWORD/STARTTLS/CA_FILE,
+    IMAP_HOST/PORT/USERNAME/PASSWORD/SSL/CA_FILE, SUPABASE_URL/SERVICE_KEY/TABLE,
+    OUTREACH_UNSUBSCRIBE_URL, OUTREACH_MIN_CONFIDENCE."""
+    flag = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    return OutreachClients(
+        hunter=HunterResource(
+            app_db=app_db,
+            api_key=env("HUNTER_API_KEY"),
+            base_url=env("HUNTER_BASE_URL", default="https://api.hunter.io"),
+            website_url=env("HUNTER_WEBSITE_URL", default="https://{domain}/"),
+        ),
+        smtp=SmtpResource(
+            host=env("SMTP_HOST"),
+            port=int(env("SMTP_PORT", default="587")),
+            username=env("SMTP_USERNAME", default=""),
+            password=env("SMTP_PASSWORD", default=""),
+            starttls=flag[str(env("SMTP_STARTTLS", default="true")).lower()],
+            ca_file=env("SMTP_CA_FILE", default=""),
+        ),
+        imap=ImapResource(
+            host=env("IMAP_HOST"),
+            port=int(env("IMAP_PORT", default="993")),
+            username=env("IMAP_USERNAME"),
+            password=env("IMAP_PASSWORD"),
+            ssl=flag[str(env("IMAP_SSL", default="true")).lower()],
+            ca_file=env("IMAP_CA_FILE", default=""),
+        ),
+        supabase=SupabaseResource(
+            url=env("SUPABASE_URL"),
+            service_key=env("SUPABASE_SERVICE_KEY"),
+            table=env("SUPABASE_TABLE", default="prospects"),
+        ),
+        unsubscribe_url=env(
+            "OUTREACH_UNSUBSCRIBE_URL", default="https://outreach.invalid/unsubscribe/{token}"
+        ),
+        min_confidence=int(env("OUTREACH_MIN_CONFIDENCE", default="70")),
+    )
