@@ -298,7 +298,9 @@ class SmtpResource(dg.ConfigurableResource):
     port: int = 587
     username: str = Field(default="", description="AUTH login; empty: no AUTH.")
     password: str = Field(default="", description="AUTH password (never logged).")
-    starttls: bool = True
+    security: str = Field(
+        default="starttls", description="starttls (required) or none (loopback sandboxes only)."
+    )
     ca_file: str = Field(default="", description="CA bundle to verify the server (sandbox).")
     timeout_seconds: float = 30.0
 
@@ -312,8 +314,10 @@ class SmtpResource(dg.ConfigurableResource):
                 f"SMTP connect to {self.host}:{self.port} failed: {exc!r}"
             ) from exc
         try:
-            if self.starttls:
+            if self.security == "starttls":
                 smtp.starttls(context=_tls_context(self.ca_file))
+            elif self.security != "none":
+                raise ConfigError(f"SMTP security {self.security!r}: use starttls or none.")
             if self.username:
                 smtp.login(self.username, self.password)
             yield smtp
@@ -378,8 +382,9 @@ class ImapResource(dg.ConfigurableResource):
     port: int = 993
     username: str
     password: str = Field(description="IMAP password (never logged).")
-    ssl: bool = Field(default=True, description="Implicit TLS (993); else STARTTLS if offered.")
-    starttls: bool = False
+    security: str = Field(
+        default="ssl", description="ssl (implicit TLS, 993), starttls, or none (sandboxes)."
+    )
     ca_file: str = ""
     sent_folder: str = "Sent"
     inbox: str = "INBOX"
@@ -389,7 +394,9 @@ class ImapResource(dg.ConfigurableResource):
     def connect(self) -> Iterator[imaplib.IMAP4]:
         """A logged-in IMAP session."""
         try:
-            if self.ssl:
+            if self.security not in ("ssl", "starttls", "none"):
+                raise ConfigError(f"IMAP security {self.security!r}: use ssl, starttls or none.")
+            if self.security == "ssl":
                 conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(
                     self.host,
                     self.port,
@@ -398,7 +405,7 @@ class ImapResource(dg.ConfigurableResource):
                 )
             else:
                 conn = imaplib.IMAP4(self.host, self.port, timeout=self.timeout_seconds)
-                if self.starttls:
+                if self.security == "starttls":
                     conn.starttls(ssl_context=_tls_context(self.ca_file))
         except (OSError, imaplib.IMAP4.error) as exc:
             raise TransientError(
@@ -497,10 +504,9 @@ class OutreachClients:
 
 def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
     """Outreach clients from settings (`env`: core.settings.Env). Variables: HUNTER_API_KEY,
-    HUNTER_BASE_URL, HUNTER_WEBSITE_URL, SMTP_HOST/PORT/USERNAME/PASSWORD/STARTTLS/CA_FILE,
-    IMAP_HOST/PORT/USERNAME/PASSWORD/SSL/CA_FILE, SUPABASE_URL/SERVICE_KEY/TABLE,
+    HUNTER_BASE_URL, HUNTER_WEBSITE_URL, SMTP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE,
+    IMAP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE, SUPABASE_URL/SERVICE_KEY/TABLE,
     OUTREACH_UNSUBSCRIBE_URL, OUTREACH_MIN_CONFIDENCE."""
-    flag = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     return OutreachClients(
         hunter=HunterResource(
             app_db=app_db,
@@ -513,7 +519,7 @@ def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
             port=int(env("SMTP_PORT", default="587")),
             username=env("SMTP_USERNAME", default=""),
             password=env("SMTP_PASSWORD", default=""),
-            starttls=flag[str(env("SMTP_STARTTLS", default="true")).lower()],
+            security=env("SMTP_SECURITY", default="starttls"),
             ca_file=env("SMTP_CA_FILE", default=""),
         ),
         imap=ImapResource(
@@ -521,7 +527,7 @@ def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
             port=int(env("IMAP_PORT", default="993")),
             username=env("IMAP_USERNAME"),
             password=env("IMAP_PASSWORD"),
-            ssl=flag[str(env("IMAP_SSL", default="true")).lower()],
+            security=env("IMAP_SECURITY", default="ssl"),
             ca_file=env("IMAP_CA_FILE", default=""),
         ),
         supabase=SupabaseResource(

@@ -57,7 +57,7 @@ def smtp(mail_box: MailSandbox) -> SmtpResource:
         port=mail_box.smtp_port,
         username=SENDER,
         password=SENDER_PASSWORD,
-        starttls=False,
+        security="none",
         timeout_seconds=5.0,
     )
 
@@ -70,7 +70,7 @@ def imap(mail_box: MailSandbox) -> ImapResource:
         port=mail_box.imap_port,
         username=SENDER,
         password=SENDER_PASSWORD,
-        ssl=False,
+        security="none",
         timeout_seconds=5.0,
     )
 
