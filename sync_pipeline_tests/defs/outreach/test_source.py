@@ -8,8 +8,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import Campaign
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.source import source_defs
+from sync_pipeline.defs.outreach.prospects import redrive
 from sync_pipeline.defs.outreach.resources import HunterResource, ImapResource, SmtpResource
 from sync_pipeline.defs.outreach.source import (
     EMAIL,
@@ -135,3 +138,53 @@ def test_sensors_add_partitions_send_and_turn_replies_into_runs(
     )
     assert applied.success
     assert _materializations(instance, "prospect_replies")["p1"]["human"] == 1
+
+
+def test_a_poison_prospect_does_not_block_the_others_and_is_redriven(
+    app_db: AppDatabaseResource,
+    smtp: SmtpResource,
+    imap: ImapResource,
+    mail_box: MailSandbox,
+    instance: dg.DagsterInstance,
+    add_prospect: Callable[..., str],
+) -> None:
+    add_campaign(app_db.url)
+    add_campaign(app_db.url, name="broken", body_template="Hi {{ first_name }} {{ nickname }}")
+    zone = _open_zone()
+    add_prospect("good1", email="a@globex.test", timezone=zone)
+    add_prospect("poison", campaign="broken", email="b@globex.test", timezone=zone)
+    add_prospect("good2", email="c@globex.test", timezone=zone)
+    mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap)
+    instance.add_dynamic_partitions("prospects", ["good1", "poison", "good2"])
+
+    result = source_defs(SEND).sweep_job.execute_in_process(
+        run_config=SEND.sweep_run_config(keys=["good1", "poison", "good2"]),
+        resources={SOURCE_SEND: mailer},
+        instance=instance,
+    )
+
+    assert result.success
+    assert sorted(_materializations(instance, "outreach_messages")) == ["good1", "good2"]
+    assert mail_box.accepted == 2
+    [handed] = app_db.checkpoints(SOURCE_SEND).handed_over()
+    assert (handed.partition_key, handed.last_error_class) == ("poison", "template")
+    single = dg.materialize(
+        [source_defs(SEND).asset],
+        partition_key="poison",
+        resources={SOURCE_SEND: mailer},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not single.success  # its own run, its own failure: a dead letter
+    assert redrive(app_db.url, "send_email") == ["poison"]
+    with transaction(app_db.url) as s:  # the template is fixed, then the work is redriven
+        campaign = s.get(Campaign, "broken")
+        assert campaign is not None
+        campaign.body_template = "Hi {{ first_name }}"
+    again = dg.materialize(
+        [source_defs(SEND).asset],
+        partition_key="poison",
+        resources={SOURCE_SEND: mailer},
+        instance=instance,
+    )
+    assert again.success and mail_box.accepted == 3
