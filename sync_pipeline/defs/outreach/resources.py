@@ -244,16 +244,13 @@ class SupabaseResource(dg.ConfigurableResource):
         requests = 0
         for start in range(0, len(rows), self.batch_size):
             batch = [dict(r) for r in rows[start : start + self.batch_size]]
-            try:
-                response = self.http().request(
-                    "POST",
-                    f"/rest/v1/{self.table}",
-                    params={"on_conflict": ",".join(on_conflict)},
-                    headers=self._headers("resolution=merge-duplicates,return=minimal"),
-                    json=batch,
-                )
-            except TransientHttpError:
-                raise
+            response = self.http().request(
+                "POST",
+                f"/rest/v1/{self.table}",
+                params={"on_conflict": ",".join(on_conflict)},
+                headers=self._headers("resolution=merge-duplicates,return=minimal"),
+                json=batch,
+            )
             requests += 1
             if response.status_code not in (200, 201, 204):
                 raise self._error(response, f"upsert {self.table}")

@@ -7,7 +7,6 @@ equal to the prospects, bring parked and handed-over work back (the shared reque
 and turn new inbound mail into `prospect_replies` runs at the highest priority.
 """
 
-
 import datetime as dt
 from collections.abc import Iterator
 
