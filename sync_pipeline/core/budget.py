@@ -82,6 +82,10 @@ class Window:
     offset: int = 0
     tz: str | None = None
     monthly: bool = False
+    #: Seconds before a reset in which a call is charged to both windows (default: 5% of
+    #: the window, at most 1 s); longer for providers counting calls on arrival over a
+    #: short window (Hunter's second), where latency moves a call into the next window.
+    guard_seconds: float = 0.0
 
     def _month(self, now: float) -> tuple[int, int]:
         zone = _zone(self.tz) if self.tz is not None else dt.UTC
@@ -114,6 +118,8 @@ class Window:
 
     def guard(self) -> float:
         """Seconds before a reset during which a call is charged to both windows."""
+        if self.guard_seconds:
+            return self.guard_seconds
         return min(1.0, self.seconds * 0.05)
 
     def starts(self, now: float) -> list[int]:

@@ -387,3 +387,11 @@ def test_refund_gives_back_an_unused_charge(budget: RateBudget) -> None:
     budget.refund([w], now=T0)
     assert budget.try_acquire([w], now=T0) == 0
     assert budget.try_acquire([w], now=T0) == T0 + 60
+
+
+@pytest.mark.parametrize(("offset", "charged"), [(0.70, [T0]), (0.80, [T0, T0 + 1])])
+def test_a_longer_guard_charges_late_calls_to_the_next_window_too(
+    offset: float, charged: list[float]
+) -> None:
+    w = Window("t:second", 1, 15, guard_seconds=0.25)
+    assert w.starts(T0 + offset) == charged

@@ -69,6 +69,11 @@ class HunterResource(ProviderClient):
         description="Where a company's website is checked; {domain} is replaced.",
     )
     website_timeout_seconds: float = 10.0
+    latency_guard_seconds: float = Field(
+        default=0.25,
+        description="Hunter counts a call when it arrives: one sent this close to the end of "
+        "a second is charged to that second and the next.",
+    )
 
     _site_session: HttpSession | None = PrivateAttr(default=None)
 
@@ -82,7 +87,12 @@ class HunterResource(ProviderClient):
         """The per-second and per-minute windows every request spends."""
         key = self.key_id()
         return [
-            Window(f"hunter:{key}:s", self.seconds(1), self.per_second),
+            Window(
+                f"hunter:{key}:s",
+                self.seconds(1),
+                self.per_second,
+                guard_seconds=self.latency_guard_seconds,
+            ),
             Window(f"hunter:{key}:m", self.seconds(60), self.per_minute),
         ]
 
