@@ -69,6 +69,11 @@ class HunterResource(ProviderClient):
         description="Where a company's website is checked; {domain} is replaced.",
     )
     website_timeout_seconds: float = 10.0
+    max_inline_wait_seconds: float = Field(
+        default=61.0,
+        description="Wait in-process for Hunter's minute window to reset (at most a minute); "
+        "longer waits (monthly credits) park the work.",
+    )
     latency_guard_seconds: float = Field(
         default=0.25,
         description="Hunter counts a call when it arrives: one sent this close to the end of "

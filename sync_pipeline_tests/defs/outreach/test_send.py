@@ -378,3 +378,20 @@ def test_killed_between_smtp_accept_and_commit_leaves_exactly_one_copy(
     with transaction(app_db.url) as s:
         state = s.get(SyncState, (SOURCE_SEND, pid))
         assert state is not None and state.status == "succeeded"
+
+
+def test_the_minimum_gap_between_sends_parks_the_next_one(
+    app_db: AppDatabaseResource,
+    smtp: SmtpResource,
+    imap: ImapResource,
+    mail_box: MailSandbox,
+    add_prospect: Callable[..., str],
+) -> None:
+    add_campaign(app_db.url, min_gap_seconds=3600)
+    add_prospect("p1", email="a@globex.test")
+    add_prospect("p2", email="b@globex.test")
+    first, second = _send(smtp, imap, app_db, "p1"), _send(smtp, imap, app_db, "p2")
+    assert (first.status, second.status) == ("succeeded", "parked")
+    assert second.retry_at == (time.time() // 3600 + 1) * 3600
+    assert "minimum gap" in (second.error or "")
+    assert mail_box.accepted == 1
