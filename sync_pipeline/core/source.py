@@ -80,6 +80,8 @@ class SweepSchedule:
     cron: str
     description: str
     full: bool = False
+    #: Whether the schedule runs as soon as it is deployed (else it is started in the UI).
+    running: bool = True
 
 
 @dataclass(frozen=True)
@@ -551,7 +553,11 @@ def _schedule(
         job=job,
         cron_schedule=schedule.cron,
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if schedule.running
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
         required_resource_keys={source.name},
         description=schedule.description,
     )

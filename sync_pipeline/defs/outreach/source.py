@@ -5,6 +5,9 @@ job, sweep job (batch runs, each prospect's outcome on its own partition), sched
 dead-letter check come from `core/source.py`. Outreach's own sensors keep the partition set
 equal to the prospects, bring parked and handed-over work back (the shared request builders),
 and turn new inbound mail into `prospect_replies` runs at the highest priority.
+
+The schedules start stopped: they need the HUNTER_*, SMTP_*, IMAP_* and SUPABASE_* settings
+(see `outreach_clients`); start them in the UI once those are set.
 """
 
 import datetime as dt
@@ -286,7 +289,14 @@ WEBSITE = _declare(
     _website,
     website_keys,
     hunter_resource,
-    (SweepSchedule("outreach_enrich_website", "*/10 * * * *", "Every 10 minutes: find domains."),),
+    (
+        SweepSchedule(
+            "outreach_enrich_website",
+            "*/10 * * * *",
+            "Every 10 minutes: find domains.",
+            running=False,
+        ),
+    ),
 )
 EMAIL = _declare(
     SOURCE_EMAIL,
@@ -296,7 +306,14 @@ EMAIL = _declare(
     _email,
     email_keys,
     hunter_resource,
-    (SweepSchedule("outreach_enrich_email", "5-59/10 * * * *", "Every 10 minutes: addresses."),),
+    (
+        SweepSchedule(
+            "outreach_enrich_email",
+            "5-59/10 * * * *",
+            "Every 10 minutes: addresses.",
+            running=False,
+        ),
+    ),
     options=EmailOptions,
 )
 SEND = _declare(
@@ -313,6 +330,7 @@ SEND = _declare(
             "*/5 * * * *",
             "Every 5 minutes, the seed's `*/5 8-18 * * 1-6` applied in each prospect's own "
             "time zone (a send outside them parks until they open), hot prospects first.",
+            running=False,
         ),
     ),
 )
@@ -334,7 +352,14 @@ CRM = _declare(
     _crm,
     crm_keys,
     crm_resource,
-    (SweepSchedule("outreach_crm_sync", "*/15 * * * *", "Every 15 minutes: CRM upserts."),),
+    (
+        SweepSchedule(
+            "outreach_crm_sync",
+            "*/15 * * * *",
+            "Every 15 minutes: CRM upserts.",
+            running=False,
+        ),
+    ),
     sync_many=_crm_many,
 )
 OUTREACH_SOURCES: tuple[SyncSource, ...] = (WEBSITE, EMAIL, SEND, REPLY, CRM)
@@ -370,7 +395,7 @@ inbox_schedule = dg.ScheduleDefinition(
     name="outreach_inbox_poll",
     job=inbox_job,
     cron_schedule="* * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Every minute (the seed's worker cron): read new mail over IMAP.",
 )
 
