@@ -658,7 +658,7 @@ def test_sync_strava_refuses_unknown_athletes_and_an_empty_sweep(
             ["--all", "--priority", "3"],
             "strava_sweep_job",
             {priorities.PRIORITY_TAG: "3"},
-            {"ops": {"strava_sweep": {"config": {"mode": "incremental", "shard": 0, "shards": 1}}}},
+            {"ops": {"strava_sweep": {"config": {"shard": 0, "shards": 1}}}},
         ),
     ],
     ids=["athlete", "all"],
