@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sync_pipeline.core.settings import (
     PLATFORM_PORTS,
     SANDBOX_CLIENT_ID,
     Settings,
+    load_env_file,
 )
 
 SOURCES = ["strava", *PLATFORM_PORTS]
@@ -38,6 +40,10 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 @click.group()
 def cli() -> None:
     """Keep per-user data from rate-limited APIs in sync, orchestrated by Dagster."""
+    # Settings: the environment, then `.env` in the working directory (`init` writes it). Load
+    # it before any command reads a setting (some read os.environ directly, e.g. the webhook
+    # verify token, the code server address, the sandbox ports).
+    load_env_file()
 
 
 @cli.command()
@@ -113,7 +119,12 @@ def _start_sandbox(
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=DEFAULT_SANDBOX_PORT, show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    help=f"Strava sandbox port [default: the port of STRAVA_BASE_URL in .env, else "
+    f"{DEFAULT_SANDBOX_PORT}]",
+)
 @click.option("--athletes", default=8, show_default=True, type=click.IntRange(0, 100_000))
 @click.option("--seed", default=42, show_default=True)
 @click.option(
@@ -126,11 +137,13 @@ def _start_sandbox(
     help="Also run the GitHub, YouTube, X and Instagram sandboxes (ports from .env).",
 )
 def sandbox(
-    host: str, port: int, athletes: int, seed: int, time_scale: int, platforms: bool
+    host: str, port: int | None, athletes: int, seed: int, time_scale: int, platforms: bool
 ) -> None:
     """Run the sandbox APIs (Strava; GitHub, YouTube, X, Instagram) on loopback until Ctrl-C."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise click.BadParameter("the sandbox listens on loopback only", param_hint="--host")
+    if port is None:
+        port = _sandbox_port(context.settings().strava_base_url)
     # SIGTERM stops the servers cleanly from the moment they can answer a request.
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -138,6 +151,14 @@ def sandbox(
         _serve_sandboxes(host, port, athletes, seed, time_scale, platforms, stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _sandbox_port(strava_base_url: str) -> int:
+    """The port of a loopback STRAVA_BASE_URL (where `init` pointed it), else the default."""
+    url = urllib.parse.urlsplit(strava_base_url)
+    if url.hostname in ("127.0.0.1", "localhost", "::1") and url.port:
+        return url.port
+    return DEFAULT_SANDBOX_PORT
 
 
 def _serve_sandboxes(

@@ -1201,3 +1201,83 @@ def test_sandbox_serves_until_sigterm(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert stdout.decode() == f"Strava sandbox on {url} (3 athletes)\nCtrl-C stops them\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# every command with only the `.env` that `init` wrote
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`sync-pipeline ARGS` as a user runs it: a new process in `cwd`, none of its settings set
+    in the environment (only the `.env` there)."""
+    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "sync-pipeline"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["db", "current"], f"database: {HEAD}  code: {HEAD}\n"),
+        (["athletes", "list"], "        id  name                     state"),
+        (["users", "list"], "no users; add one with `sync-pipeline users add USER_ID`\n"),
+        (["status", "--source", "github"], "github\n  runs: queued 0"),
+        (["dead-letters", "list"], "no dead letters\n"),
+        (["cleanup", "--dry-run"], "runs finished before "),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_commands_run_with_only_the_env_init_wrote(
+    tmp_path: Path, command: list[str], expected: str
+) -> None:
+    invoke("init", "--sandbox-port", str(SANDBOX_PORT))
+    new_process()
+
+    result = invoke(*command)
+
+    assert result.stdout.startswith(expected), result.stdout
+    home = tmp_path.resolve() / ".sync_home"
+    assert not (tmp_path / "dagster").exists()  # the Dagster home of .env, not a default one
+    assert (home / "dagster" / "dagster.yaml").is_file()
+
+
+def test_sandbox_serves_on_the_port_init_wrote(tmp_path: Path) -> None:
+    port = free_port()
+    assert run_cli(tmp_path, "init", "--sandbox-port", str(port)).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sync-pipeline"), "sandbox", "--athletes", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                # the last sandbox started (the platforms start after Strava, in order)
+                response = httpx.get(f"http://127.0.0.1:{port + 4}/_sandbox/faults", timeout=2)
+                if response.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the sandboxes did not start (exit {proc.poll()})")
+            time.sleep(0.1)  # polling a starting server, bounded by the deadline
+        athletes = httpx.get(f"http://127.0.0.1:{port}/_sandbox/athletes", timeout=5).json()
+        assert [a["id"] for a in athletes] == [1001, 1002]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert stdout.decode().startswith(f"Strava sandbox on http://127.0.0.1:{port} (2 athletes)\n")
+    assert f"github sandbox on http://127.0.0.1:{port + 1}" in stdout.decode()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dotenv import dotenv_values
 from sqlalchemy import select
 
 from sync_pipeline.core import db
@@ -261,3 +262,38 @@ def test_subscription_commands_need_credentials_and_a_reachable_api(
     assert error_of(result).startswith(
         "Error: GET http://127.0.0.1:"
     ) and "/api/v3/push_subscriptions failed: " in error_of(result)
+
+
+def test_serve_runs_with_only_the_env_init_wrote(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
+    init = subprocess.run(
+        [str(BIN / "sync-pipeline"), "init", "--sandbox-port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    token = dotenv_values(tmp_path / ".env")[VERIFY_ENV]
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "sync-pipeline"), "webhooks", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url)
+        query = {"hub.mode": "subscribe", "hub.challenge": "abc", "hub.verify_token": token}
+        answer = httpx.get(f"{url}/webhooks/strava", params=query, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"hub.challenge": "abc"})
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
