@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -31,6 +32,7 @@ from sync_pipeline.core.settings import (
     Settings,
     load_env_file,
 )
+from sync_pipeline.core.sync_runner import LEASE_HELD
 
 SOURCES = ["strava", *PLATFORM_PORTS]
 #: Colour codes in Dagster's log lines (shown when a launch fails).
@@ -392,6 +394,14 @@ def _queue(s: Settings, job: str, *, tags: dict[str, str], run_config: dict[str,
 @click.option("--priority", type=int, help="Run priority (default 10 for one athlete, 0 for all).")
 @click.option("--direct", is_flag=True, help="Run in this process now, bypassing the queue.")
 @click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(0),
+    default=0,
+    help="With --direct: if another run is syncing the athlete, wait up to SECONDS for it "
+    "to finish first (default: do not wait; the command fails).",
+)
+@click.option(
     "--activity",
     "activity_ids",
     type=int,
@@ -405,6 +415,7 @@ def sync_strava(
     full: bool,
     priority: int | None,
     direct: bool,
+    wait_seconds: float,
     activity_ids: tuple[int, ...],
 ) -> None:
     """Sync one athlete (--athlete ID) or all of them (--all)."""
@@ -417,6 +428,8 @@ def sync_strava(
         raise click.UsageError("Give exactly one of --athlete ID or --all.")
     if activity_ids and athlete_id is None:
         raise click.UsageError("--activity needs --athlete (the activity's owner).")
+    if wait_seconds and not (direct and athlete_id is not None):
+        raise click.UsageError("--wait needs --direct and --athlete.")
     s = context.settings()
     strava = context.strava(s)
     mode = "full" if full else "incremental"
@@ -435,6 +448,7 @@ def sync_strava(
             if not instance.has_dynamic_partition(name, str(athlete_id)):
                 instance.add_dynamic_partitions(name, [str(athlete_id)])
             if direct:
+                _wait_for_lease(strava.app_db, "strava", str(athlete_id), instance, wait_seconds)
                 result = dg.materialize(
                     [strava_activities],
                     partition_key=str(athlete_id),
@@ -478,12 +492,27 @@ def _platform_sync_command(platform: str) -> click.Command:
     @click.option("--all", "all_users", is_flag=True, help="Every user connected to it.")
     @click.option("--priority", type=int, help="Run priority (default 10 for one user, 0 all).")
     @click.option("--direct", is_flag=True, help="Run in this process now, bypassing the queue.")
-    def command(user_id: str | None, all_users: bool, priority: int | None, direct: bool) -> None:
+    @click.option(
+        "--wait",
+        "wait_seconds",
+        type=click.FloatRange(0),
+        default=0,
+        help="With --direct --user: wait up to SECONDS for another run syncing the user.",
+    )
+    def command(
+        user_id: str | None,
+        all_users: bool,
+        priority: int | None,
+        direct: bool,
+        wait_seconds: float,
+    ) -> None:
         from sync_pipeline.defs.users.accounts import connected_user_ids
         from sync_pipeline.defs.users.partitions import users
 
         if (user_id is None) == (not all_users):
             raise click.UsageError("Give exactly one of --user ID or --all.")
+        if wait_seconds and not (direct and user_id is not None):
+            raise click.UsageError("--wait needs --direct and --user.")
         s = context.settings()
         client = context.platform_client(s, platform)
         connected = connected_user_ids(client.app_db.url, platform)
@@ -512,6 +541,8 @@ def _platform_sync_command(platform: str) -> click.Command:
             missing = [k for k in keys if not instance.has_dynamic_partition(users.name or "", k)]
             if missing:
                 instance.add_dynamic_partitions(users.name or "", missing)
+            if user_id is not None:
+                _wait_for_lease(client.app_db, platform, user_id, instance, wait_seconds)
             result = getattr(module, f"{platform}_sweep_job").execute_in_process(
                 run_config=run_config,
                 resources={platform: client, "app_db": client.app_db},
@@ -529,7 +560,30 @@ for _platform in PLATFORM_PORTS:
     sync.add_command(_platform_sync_command(_platform))
 
 
+def _wait_for_lease(
+    app_db: Any, source: str, key: str, instance: dg.DagsterInstance, seconds: float
+) -> None:
+    """Wait up to `seconds` while a live run holds the partition's lease (0: do not wait)."""
+    from sync_pipeline.core.dagster_events import run_is_finished
+
+    checkpoints = app_db.checkpoints(source)
+    deadline = time.monotonic() + seconds
+    announced = False
+    while (held := checkpoints.live_lease(key, owner_is_dead=run_is_finished(instance))) and (
+        left := deadline - time.monotonic()
+    ) > 0:
+        if not announced:
+            click.echo(
+                f"waiting up to {seconds:.0f} s for run {held.lease_owner}, which is syncing "
+                f"{source} partition {key}"
+            )
+            announced = True
+        time.sleep(min(0.5, left))  # polling the lease's holder, bounded by the deadline
+
+
 def _report_direct(result: Any) -> None:
+    """Print what a direct run did; fail unless every partition it was given was synced."""
+    not_synced: list[str] = []
     for event in result.all_events:
         if event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
             data = event.event_specific_data
@@ -539,10 +593,18 @@ def _report_direct(result: Any) -> None:
             md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
             name = mat.asset_key.to_user_string() if hasattr(mat, "asset_key") else "asset"
             click.echo(f"{name} {mat.partition}: {json.dumps(md, default=str)}")
+            if md.get("error_class") == LEASE_HELD:
+                not_synced.append(f"{mat.partition}: {str(md.get('error')).rstrip('.')}")
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         msg = failure.event_specific_data.error.message if failure else "run failed"
         raise click.ClickException(f"sync failed (run {result.run_id}): {msg.strip()}")
+    if not_synced:
+        raise click.ClickException(
+            f"not synced (run {result.run_id}): "
+            + "; ".join(not_synced)
+            + ". Run it again when that run has finished, or add --wait SECONDS."
+        )
     click.echo(f"run {result.run_id} succeeded")
 
 
