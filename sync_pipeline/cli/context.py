@@ -16,12 +16,20 @@ from sync_pipeline.core import db
 from sync_pipeline.core.daily import DailyActivityClient
 from sync_pipeline.core.errors import ConfigError
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.core.settings import ENV_FILE, Settings, load_env_file, sandbox_env
+from sync_pipeline.core.settings import (
+    ENV_FILE,
+    PLATFORM_PORTS,
+    Settings,
+    load_env_file,
+    sandbox_env,
+)
 from sync_pipeline.defs.strava.resources import StravaResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: `host:port` of a running Dagster code server that launches use instead of loading the code.
 CODE_SERVER_VARIABLE = "SYNC_CODE_SERVER"
+#: Every source the commands know (`--source` choices).
+SOURCES = ["strava", *PLATFORM_PORTS]
 
 
 def settings() -> Settings:

@@ -1,4 +1,5 @@
-"""`sync-pipeline` (cli/main.py): set-up, athletes, syncs, status, dead letters, cleanup, sandbox.
+"""`sync-pipeline` (cli/main.py and a module per command group): set-up, athletes, syncs,
+status, dead letters, cleanup, sandbox.
 
 Commands run in this process through click's test runner, in a temporary working directory
 with an environment of their own, against a fresh app database and the sandboxes on loopback.
@@ -27,7 +28,8 @@ import yaml
 from dotenv import dotenv_values
 from sqlalchemy import func, select
 
-from sync_pipeline.cli import context, main
+from sync_pipeline.cli import _launch, context
+from sync_pipeline.cli import sandbox as cli_sandbox
 from sync_pipeline.core import db, priorities
 from sync_pipeline.core.crypto import TokenCipher, generate_key
 from sync_pipeline.core.db import transaction
@@ -753,7 +755,7 @@ def test_queueing_refuses_a_dotenv_in_the_dagster_home(
 
 def test_a_failed_launch_shows_dagsters_output(cli_env: CliEnv, launchable: Path) -> None:
     with pytest.raises(click.ClickException) as failed:
-        main._launch(context.settings(), "no_such_job", tags={}, run_config={})
+        _launch.launch(context.settings(), "no_such_job", tags={}, run_config={})
 
     header, output = failed.value.message.split("\n", 1)
     assert re.fullmatch(
@@ -811,7 +813,7 @@ def test_a_code_server_workspace_keeps_the_project_location_name(tmp_path: Path)
         server.listen()
         port = server.getsockname()[1]
 
-        path = main._code_server_workspace(tmp_path, "127.0.0.1", port, "SYNC_CODE_SERVER")
+        path = _launch.code_server_workspace(tmp_path, "127.0.0.1", port, "SYNC_CODE_SERVER")
 
     # The daemon finds a queued run's code by location name: `--grpc-host/--grpc-port`
     # would name it grpc:127.0.0.1:PORT, which the project's workspace does not have.
@@ -1151,7 +1153,7 @@ def test_dev_on_a_taken_sandbox_port_names_its_option() -> None:
         port = taken.getsockname()[1]
 
         with pytest.raises(click.ClickException) as failed:
-            main._start_sandbox(
+            cli_sandbox.start_sandbox(
                 host="127.0.0.1",
                 port=port,
                 port_option="--sandbox-port",
