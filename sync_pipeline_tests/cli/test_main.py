@@ -58,6 +58,7 @@ from sync_pipeline_tests.cli.conftest import (
     invoke,
     is_setting,
     new_process,
+    run_cli,
 )
 from sync_pipeline_tests.conftest import CLIENT_ID, Sandbox
 from sync_pipeline_tests.defs.strava.test_processing import gps_activity
@@ -1207,21 +1208,6 @@ def test_sandbox_serves_until_sigterm(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # every command with only the `.env` that `init` wrote
-
-
-def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`sync-pipeline ARGS` as a user runs it: a new process in `cwd`, none of its settings set
-    in the environment (only the `.env` there)."""
-    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "sync-pipeline"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

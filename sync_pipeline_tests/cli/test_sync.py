@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,42 +19,10 @@ from sqlalchemy import func, select
 from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, SyncState
-from sync_pipeline_tests.cli.conftest import free_port, is_setting
+from sync_pipeline_tests.cli.conftest import project_sandboxes, run_cli, start_cli
 
-BIN = Path(sys.executable).parent
 ATHLETE = "1001"
 DEADLINE = 90.0
-
-
-def user_env() -> dict[str, str]:
-    """The environment of a user's shell: none of the CLI's settings (they are in `.env`)."""
-    return {k: v for k, v in os.environ.items() if not is_setting(k)}
-
-
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`sync-pipeline ARGS` in `cwd`, to its end."""
-    return subprocess.run(
-        [str(BIN / "sync-pipeline"), *args],
-        cwd=cwd,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """`sync-pipeline ARGS` in `cwd`, running in the background (its own session)."""
-    return subprocess.Popen(
-        [str(BIN / "sync-pipeline"), *args],
-        cwd=cwd,
-        env=user_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -104,28 +71,10 @@ class Demo:
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     """`init`, `sandbox` (Strava only) and `athletes connect`, each a process of its own."""
-    port = free_port()
-    done = run_cli(tmp_path, "init", "--sandbox-port", str(port))
-    assert done.returncode == 0, done.stderr
-    sandbox = start_cli(tmp_path, "sandbox", "--athletes", "2", "--no-platforms")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            try:
-                if httpx.get(f"{url}/_sandbox/athletes", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if sandbox.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandbox did not start (exit {sandbox.poll()})")
-            time.sleep(0.1)  # polling a starting server, bounded by the deadline
+    with project_sandboxes(tmp_path, platforms=False) as url:
         done = run_cli(tmp_path, "athletes", "connect", "--sandbox-athlete", ATHLETE)
         assert done.returncode == 0, done.stderr
         yield Demo(tmp_path, url, f"sqlite:///{tmp_path.resolve() / '.sync_home' / 'app.db'}")
-    finally:
-        os.killpg(sandbox.pid, signal.SIGTERM)
-        sandbox.communicate(timeout=30)
 
 
 def test_a_killed_direct_sync_does_not_block_its_athlete(demo: Demo) -> None:

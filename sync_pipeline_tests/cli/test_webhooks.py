@@ -23,7 +23,15 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.webhooks import create_webhook_app
-from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke, is_setting
+from sync_pipeline_tests.cli.conftest import (
+    CliEnv,
+    error_of,
+    free_port,
+    invoke,
+    is_setting,
+    run_cli,
+    start_cli,
+)
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 from sync_pipeline_tests.webhooks.test_receiver import make_event
 
@@ -42,7 +50,7 @@ def inbox(db_url: str) -> list[tuple[str, int, str, int, int, int]]:
         ]
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes] | subprocess.Popen[str], url: str) -> None:
     """Poll GET /healthz until 200; fail if the process exits or the deadline passes."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
@@ -265,27 +273,11 @@ def test_subscription_commands_need_credentials_and_a_reachable_api(
 
 
 def test_serve_runs_with_only_the_env_init_wrote(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
-    init = subprocess.run(
-        [str(BIN / "sync-pipeline"), "init", "--sandbox-port", str(free_port())],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    init = run_cli(tmp_path, "init", "--sandbox-port", str(free_port()))
     assert init.returncode == 0, init.stderr
     token = dotenv_values(tmp_path / ".env")[VERIFY_ENV]
     port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "sync-pipeline"), "webhooks", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_cli(tmp_path, "webhooks", "serve", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, url)
@@ -294,6 +286,4 @@ def test_serve_runs_with_only_the_env_init_wrote(tmp_path: Path) -> None:
         assert (answer.status_code, answer.json()) == (200, {"hub.challenge": "abc"})
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        proc.communicate(timeout=30)
