@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 
 from sync_pipeline.cli import context
 from sync_pipeline.core.errors import SyncError
+from sync_pipeline.core.health import reason_summary
 
 
 @click.group()
@@ -63,8 +65,18 @@ def athletes_list(as_json: bool) -> None:
         last = r.last_success_at.strftime("%Y-%m-%d %H:%M") if r.last_success_at else "-"
         click.echo(
             f"{r.id:>10}  {r.name[:24]:24} {r.state:16} {r.activities:>6}  "
-            f"{r.sync_status:10} {last}" + (f"  ({r.last_error[:80]})" if r.last_error else "")
+            f"{r.sync_status:10} {last}"
         )
+        if r.last_error:  # the reason on lines of its own, summarized (`--json`: in full)
+            click.echo(
+                textwrap.fill(
+                    reason_summary(r.last_error, 300),
+                    width=100,
+                    initial_indent=" " * 12 + "reason: ",
+                    subsequent_indent=" " * 20,
+                    break_long_words=False,
+                )
+            )
 
 
 @athletes.command("disconnect")

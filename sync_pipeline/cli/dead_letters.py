@@ -22,7 +22,7 @@ def dead_letters() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dead_letters_list(source: str | None, as_json: bool) -> None:
     """List dead letters, newest failure first."""
-    from sync_pipeline.core.health import dead_letter_rows
+    from sync_pipeline.core.health import dead_letter_rows, reason_summary
 
     app_db = context.app_db(context.settings())
     rows = [
@@ -39,7 +39,8 @@ def dead_letters_list(source: str | None, as_json: bool) -> None:
     for r in rows:
         click.echo(
             f"{r['source']}/{r['partition']}: {r['error_class']} after {r['attempts']} attempt(s), "
-            f"last {r['last_failure_at']} (run {r['run_id']})\n    {r['message']}"
+            f"last {r['last_failure_at']} (run {r['run_id']})\n"
+            f"    {reason_summary(r['message'], 300)}"
         )
 
 

@@ -1269,3 +1269,22 @@ def test_sandbox_serves_on_the_port_init_wrote(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert stdout.decode().startswith(f"Strava sandbox on http://127.0.0.1:{port} (2 athletes)\n")
     assert f"github sandbox on http://127.0.0.1:{port + 1}" in stdout.decode()
+
+
+def test_athletes_list_prints_the_reason_summarized_on_its_own_line(
+    cli_env: CliEnv, strava_env: Sandbox
+) -> None:
+    athlete = strava_env.state.add_athlete(0)
+    invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
+    error = (
+        "Strava list activities: HTTP 503 "
+        + json.dumps({"message": "Service Unavailable", "errors": [{"code": "x" * 120}]})[:190]
+    )
+    add_state(cli_env.db_url, "strava", str(athlete), "dead", last_error=error)
+
+    lines = invoke("athletes", "list").stdout.splitlines()
+
+    assert lines[1].startswith(f"{athlete:>10}  ") and lines[1].endswith(" dead       -")
+    assert lines[2:] == ["            reason: Strava list activities: HTTP 503 Service Unavailable"]
+    [row] = json.loads(invoke("athletes", "list", "--json").stdout)
+    assert row["last_error"] == error  # in full
