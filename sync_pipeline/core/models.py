@@ -136,6 +136,9 @@ class SyncState(Base):
     items_synced: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The process holding the lease (see checkpoints.this_process): a later process on the same
+    # host takes the lease over at once when that process is gone (e.g. a killed direct sync).
+    lease_process: Mapped[str | None] = mapped_column(String(255))
     last_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_full_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

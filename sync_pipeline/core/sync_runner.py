@@ -73,6 +73,8 @@ class SyncOutcome:
 
 
 OutcomeT = TypeVar("OutcomeT", bound=SyncOutcome)
+#: `error_class` of a sync skipped because a live run holds the partition's lease.
+LEASE_HELD = "lease_held"
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def run_sync(
     try:
         state = cp.claim(key, ctx.owner, lease_ttl, owner_is_dead=ctx.owner_is_dead)
     except LeaseHeldError as exc:
-        outcome.status, outcome.error = "skipped", str(exc)
+        outcome.status, outcome.error_class, outcome.error = "skipped", LEASE_HELD, str(exc)
         return outcome
     released = False
     # An incremental sync does not stand in for a full one (deletions are found by full ones).
