@@ -1,5 +1,4 @@
 """Fixtures shared by the outreach tests: the Hunter, Supabase and mail sandboxes."""
-
 from __future__ import annotations
 
 import time
@@ -9,31 +8,24 @@ from dataclasses import dataclass
 import pytest
 
 from sync_pipeline.sandbox.common import ManualClock
-from sync_pipeline.sandbox.hunter.app import Company, HunterConfig, HunterState, Person
+from sync_pipeline.sandbox.hunter.app import HunterConfig, HunterState
 from sync_pipeline.sandbox.hunter.app import create_app as hunter_app
 from sync_pipeline.sandbox.mail.server import MailConfig, MailSandbox
+from sync_pipeline.sandbox.outreach import (
+    CRM_COLUMNS,
+    CRM_TABLE,
+    HUNTER_KEY,
+    SENDER,
+    SUPABASE_KEY,
+    demo_companies,
+)
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.supabase.app import SupabaseState
 from sync_pipeline.sandbox.supabase.app import create_app as supabase_app
 
-HUNTER_KEY = "sbx-hunter-key"
-SUPABASE_KEY = "sbx-service-role-key"
-SENDER = "sales@acme.test"
+__all__ = ["CRM_TABLE", "HUNTER_KEY", "SENDER", "SENDER_PASSWORD", "SUPABASE_KEY"]
+
 SENDER_PASSWORD = "sender-app-password"
-CRM_TABLE = "prospects"
-CRM_COLUMNS = (
-    "id",
-    "campaign",
-    "tier",
-    "first_name",
-    "last_name",
-    "company",
-    "domain",
-    "email",
-    "state",
-    "step",
-    "last_sent_at",
-)
 
 
 @dataclass
@@ -50,26 +42,6 @@ class SupabaseBox:
 
     state: SupabaseState
     url: str
-
-
-def demo_companies() -> list[Company]:
-    """A few companies with people the finder knows (one with a low-confidence address)."""
-    return [
-        Company(
-            "Globex",
-            "globex.test",
-            people=[Person("Hank", "Scorpio", "hank@globex.test", 94, "CEO")],
-        ),
-        Company(
-            "Initech",
-            "initech.test",
-            people=[
-                Person("Bill", "Lumbergh", "bill.lumbergh@initech.test", 88),
-                Person("Peter", "Gibbons", "peter@initech.test", 31),
-            ],
-        ),
-        Company("Hooli", "hooli.test", website_up=False),
-    ]
 
 
 @pytest.fixture

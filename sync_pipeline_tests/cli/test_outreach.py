@@ -156,3 +156,51 @@ def test_send_and_enrich_directly_through_the_sandboxes(
     stats = invoke("outreach", "status").stdout
     assert "send_email" in stats and "enrich_email" in stats
     assert HUNTER_KEY not in stats + sent and SENDER_PASSWORD not in stats + sent
+
+
+def test_replies_and_crm_directly_against_all_outreach_sandboxes(
+    cli_env: CliEnv, campaign: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync_pipeline.defs.outreach.sync import message_id
+    from sync_pipeline.sandbox.outreach import CRM_TABLE as TABLE
+    from sync_pipeline.sandbox.outreach import start_outreach_sandboxes
+
+    boxes = start_outreach_sandboxes()
+    try:
+        for name, value in boxes.env.items():
+            monkeypatch.setenv(name, value)
+        csv_file = tmp_path / "p.csv"
+        csv_file.write_text(
+            "id,first_name,last_name,company,email\np1,Hank,Scorpio,Globex,hank@globex.test\n"
+        )
+        invoke("prospects", "import", str(csv_file), "--campaign", campaign)
+        from sync_pipeline.core.db import transaction as tx
+        from sync_pipeline.core.models import OutboxMessage
+
+        with tx(cli_env.db_url) as s:  # as if sent: the reply below answers it
+            s.add(
+                OutboxMessage(
+                    message_id=message_id("launch", "p1", 0, SENDER),
+                    prospect_id="p1",
+                    step=0,
+                    sender=SENDER,
+                    recipient="hank@globex.test",
+                    subject="Hello",
+                    body="Hi",
+                    state="sent",
+                )
+            )
+        boxes.mail.deliver(
+            SENDER,
+            (
+                f"From: hank@globex.test\r\nTo: {SENDER}\r\nSubject: Re: Hello\r\n"
+                f"In-Reply-To: {message_id('launch', 'p1', 0, SENDER)}\r\n\r\nInterested!\r\n"
+            ).encode(),
+        )
+        replies = invoke("outreach", "replies", "--direct").stdout
+        assert replies == "1 prospect(s) with new mail\np1: succeeded (human 1)\n"
+        assert invoke("outreach", "crm", "--direct").stdout == "succeeded 1\n"
+        [row] = boxes.supabase.rows(TABLE)
+        assert (row["id"], row["state"]) == ("p1", "replied")
+    finally:
+        boxes.stop()
