@@ -1,4 +1,5 @@
 """Fixtures shared by the outreach tests: the Hunter, Supabase and mail sandboxes."""
+
 from __future__ import annotations
 
 import time
