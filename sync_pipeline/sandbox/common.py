@@ -15,9 +15,10 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -73,10 +74,27 @@ class ScaledClock:
         return self()
 
 
+def seed_for(*parts: object) -> int:
+    """A 64-bit seed derived stably from the given parts (same parts, same seed)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def rng_for(*parts: object) -> random.Random:
     """A ``random.Random`` seeded stably from the given parts (same parts, same data)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return random.Random(seed_for(*parts))
+
+
+class SandboxApiError(Exception):
+    """An HTTP error a sandbox answers with: status, the provider's JSON body, extra headers."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
 
 
 @dataclass
@@ -432,6 +450,19 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 ControlFn = Callable[[Request], Awaitable[Any]]
+T = TypeVar("T")
+
+
+def optional(body: Mapping[str, Any], name: str, kind: Callable[[Any], T]) -> T | None:
+    """``kind(body[name])``, or None when the control body leaves ``name`` out or null."""
+    value = body.get(name)
+    return None if value is None else kind(value)
+
+
+def flag(query: Mapping[str, str], name: str, default: bool = True) -> bool:
+    """A boolean query parameter: anything but ``0``/``false`` is true."""
+    raw = query.get(name)
+    return default if raw is None else raw.lower() not in ("0", "false")
 
 
 def control_endpoint(fn: ControlFn) -> Callable[[Request], Awaitable[Response]]:
@@ -440,6 +471,8 @@ def control_endpoint(fn: ControlFn) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return JSONResponse(await fn(request))
+        except SandboxApiError as exc:
+            return JSONResponse(exc.body, exc.status, headers=exc.headers)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"message": f"bad request: {exc}"}, 400)
 
@@ -456,6 +489,12 @@ class ControlHooks:
     stats: Callable[[], dict[str, Any]] | None = None
     reset_usage: Callable[[], None] | None = None
     extra: list[Route] = field(default_factory=list)
+    #: Replaces the plain ``FaultBook.inject`` for ``POST /_sandbox/faults`` (the JSON body).
+    inject: Callable[[dict[str, Any]], Any] | None = None
+    #: Lists pending faults for ``GET /_sandbox/faults`` instead of ``FaultBook.list``.
+    list_faults: Callable[[], Any] | None = None
+    #: Served as ``POST /_sandbox/reset-stats`` when given.
+    reset_stats: Callable[[], None] | None = None
 
 
 def control_routes(hooks: ControlHooks) -> list[Route]:
@@ -463,6 +502,8 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
 
     async def add_fault(request: Request) -> Any:
         body = await json_body(request)
+        if hooks.inject is not None:
+            return {"id": hooks.inject(body)}
         fault_id = hooks.faults.inject(
             str(body["kind"]),
             count=int(body.get("count", 1)),
@@ -474,7 +515,7 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
         return {"id": fault_id}
 
     async def list_faults(request: Request) -> Any:
-        return hooks.faults.list()
+        return hooks.list_faults() if hooks.list_faults else hooks.faults.list()
 
     async def clear_faults(request: Request) -> Any:
         return {"cleared": hooks.faults.clear()}
@@ -495,6 +536,12 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
             hooks.reset_usage()
         return {"ok": True}
 
+    async def reset_stats(request: Request) -> Any:
+        if hooks.reset_stats is not None:
+            hooks.reset_stats()
+        return {"ok": True}
+
+    resets = [Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"])]
     return [
         Route("/_sandbox/faults", control_endpoint(add_fault), methods=["POST"]),
         Route("/_sandbox/faults", control_endpoint(list_faults), methods=["GET"]),
@@ -502,5 +549,224 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
         Route("/_sandbox/clock", control_endpoint(clock), methods=["GET", "POST"]),
         Route("/_sandbox/stats", control_endpoint(stats), methods=["GET"]),
         Route("/_sandbox/reset-usage", control_endpoint(reset_usage), methods=["POST"]),
+        *(resets if hooks.reset_stats is not None else []),
         *hooks.extra,
+    ]
+
+
+class SandboxConfigLike(Protocol):
+    """What every sandbox config has: a seed, a time scale and an optional data anchor."""
+
+    seed: int
+    time_scale: float
+    anchor_epoch: float | None
+
+
+ConfigT = TypeVar("ConfigT", bound=SandboxConfigLike)
+
+
+class SandboxState(Generic[ConfigT]):
+    """Base of every sandbox's in-memory state: what is not the provider's API.
+
+    It holds the config, the clock (``now`` plus the offset ``advance_clock`` adds), the
+    state lock, the data anchor, the fault book, request/response counters and the shared
+    ``/_sandbox`` control routes. A provider's state subclasses it, calls ``__init__`` first
+    and adds its data, tokens and rate rules; ``namespace`` keys its seeded randomness.
+    """
+
+    namespace = "sandbox"
+
+    def __init__(
+        self,
+        config: ConfigT,
+        now: Clock | None = None,
+        *,
+        fault_kinds: frozenset[str] = FAULT_KINDS,
+    ) -> None:
+        if config.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.config: ConfigT = config
+        self.now: Clock = now or time.time
+        self._offset = 0.0
+        self._lock = threading.RLock()
+        self.anchor = float(config.anchor_epoch if config.anchor_epoch is not None else self.time())
+        self.faults = FaultBook(fault_kinds)
+        self._requests: Counter[str] = Counter()
+        self._statuses: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
+
+    # ----------------------------------------------------------------- time
+    def time(self) -> float:
+        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
+        return self.now() + self._offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Shift sandbox time forward (works with any clock) and return the new time."""
+        with self._lock:
+            self._offset += seconds
+            return self.time()
+
+    def scaled(self, seconds: float) -> float:
+        """A provider duration compressed by the config's ``time_scale``."""
+        return seconds / self.config.time_scale
+
+    def rng(self, *parts: object) -> random.Random:
+        """Randomness seeded from this sandbox's namespace, seed and ``parts``."""
+        return rng_for(self.namespace, self.config.seed, *parts)
+
+    # ---------------------------------------------------------------- stats
+    def record_request(self, endpoint: str) -> None:
+        """Count a request to an endpoint (``"GET /2/users/me"``)."""
+        with self._lock:
+            self._requests[endpoint] += 1
+
+    def record_response(self, status: int) -> None:
+        """Count a response status."""
+        with self._lock:
+            self._statuses[str(status)] += 1
+
+    def record(self, counter: str, n: int = 1) -> None:
+        """Bump a named counter (faults fired, refreshes, ...)."""
+        with self._lock:
+            self._counters[counter] += n
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests in all, per endpoint and responses per status since the last reset."""
+        with self._lock:
+            return {
+                "requests_total": sum(self._requests.values()),
+                "requests_by_endpoint": dict(self._requests),
+                "responses_by_status": dict(self._statuses),
+            }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset (providers add their usage figures)."""
+        return self.request_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
+        with self._lock:
+            self._requests.clear()
+            self._statuses.clear()
+            self._counters.clear()
+
+    def reset_usage(self) -> None:
+        """Forget all rate-limit usage (providers with limits override it)."""
+
+    # -------------------------------------------------------------- control
+    def inject_control_fault(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/faults``: add a fault described by a JSON body; returns its id."""
+        return self.faults.inject(
+            str(body["kind"]),
+            count=int(body.get("count", 1)),
+            path_contains=body.get("path_contains"),
+            principal=body.get("principal"),
+            delay=float(body.get("delay", 0.0)),
+            status=body.get("status"),
+        )
+
+    def extra_control_routes(self) -> list[Route]:
+        """The provider's own ``/_sandbox`` routes (accounts, exhaustion, ...)."""
+        return []
+
+    def control_routes(self) -> list[Route]:
+        """Every ``/_sandbox`` route of this sandbox: faults, clock, stats, resets, extras."""
+        return control_routes(
+            ControlHooks(
+                faults=self.faults,
+                clock=self.time,
+                advance=self.advance_clock,
+                stats=self.stats,
+                reset_usage=self.reset_usage,
+                extra=self.extra_control_routes(),
+                inject=self.inject_control_fault,
+                reset_stats=self.reset_stats,
+            )
+        )
+
+
+class AccountSandboxState(SandboxState[ConfigT]):
+    """A sandbox whose people are accounts served by the shared ``/_sandbox/accounts`` routes.
+
+    Subclasses implement the ``control_*`` hooks, ``list_accounts``, ``revoke`` and ``expire``;
+    each hook gets the request's parsed JSON body or query and the account reference.
+    """
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        """Control view of every account."""
+        raise NotImplementedError
+
+    def revoke(self, ref: str) -> int:
+        """Revoke an account's grant; returns how many tokens died."""
+        raise NotImplementedError
+
+    def expire(self, ref: str) -> int:
+        """Expire an account's access tokens now; returns how many."""
+        raise NotImplementedError
+
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``."""
+        raise NotImplementedError
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """``POST /_sandbox/accounts/{id}/items``: ids of the new items."""
+        raise NotImplementedError
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts/{id}/tokens``: a token response for the account."""
+        raise NotImplementedError
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """``GET /_sandbox/accounts/{id}/daily-counts``."""
+        raise NotImplementedError
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/exhaust``: use up a rate budget."""
+        raise NotImplementedError
+
+    def extra_control_routes(self) -> list[Route]:
+        """The shared account routes plus ``/_sandbox/exhaust``."""
+        return account_control_routes(self)
+
+
+def account_control_routes(state: AccountSandboxState[Any]) -> list[Route]:
+    """``/_sandbox/accounts`` routes (list, add, items, revoke, expire, tokens, daily counts)."""
+
+    def ref(request: Request) -> str:
+        return str(request.path_params["id"])
+
+    async def accounts(request: Request) -> Any:
+        return state.list_accounts()
+
+    async def add_account(request: Request) -> Any:
+        return state.control_add_account(await json_body(request))
+
+    async def add_items(request: Request) -> Any:
+        return {"ids": state.control_add_items(ref(request), await json_body(request))}
+
+    async def revoke(request: Request) -> Any:
+        return {"revoked": state.revoke(ref(request))}
+
+    async def expire(request: Request) -> Any:
+        return {"expired": state.expire(ref(request))}
+
+    async def tokens(request: Request) -> Any:
+        return state.control_tokens(ref(request), await json_body(request))
+
+    async def daily(request: Request) -> Any:
+        return state.control_daily_counts(ref(request), request.query_params)
+
+    async def exhaust(request: Request) -> Any:
+        return state.control_exhaust(await json_body(request))
+
+    wrap = control_endpoint
+    return [
+        Route("/_sandbox/accounts", wrap(accounts), methods=["GET"]),
+        Route("/_sandbox/accounts", wrap(add_account), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/items", wrap(add_items), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/revoke", wrap(revoke), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/expire", wrap(expire), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/tokens", wrap(tokens), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/daily-counts", wrap(daily), methods=["GET"]),
+        Route("/_sandbox/exhaust", wrap(exhaust), methods=["POST"]),
     ]

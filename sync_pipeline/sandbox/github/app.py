@@ -20,12 +20,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
     json_body,
 )
 from sync_pipeline.sandbox.github import schema
@@ -572,76 +569,8 @@ def create_app(state: GitHubSandboxState) -> Starlette:
             state.revoke_token(value)
         return finish(Response(status_code=204))
 
-    # ---------------------------------------------------------------------- control
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        user = state.add_account(None if days is None else int(days), body.get("time_zone"))
-        return next(a for a in state.list_accounts() if a["id"] == user.id)
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            request.path_params["id"],
-            int(body.get("count", 1)),
-            None if at is None else float(at),
-            str(body.get("type", "PushEvent")),
-            int(body.get("commits", 1)),
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(request.path_params["id"])}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(request.path_params["id"])}
-
-    async def tokens(request: Request) -> Any:
-        return state.issue_tokens(request.path_params["id"])
-
-    async def daily_counts(request: Request) -> Any:
-        q = request.query_params
-        return state.daily_counts(
-            request.path_params["id"], q.get("tz"), q.get("unit", "contributions")
-        )
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(
-            body.get("account"), str(body.get("resource", "core")), int(body.get("remaining", 0))
-        )
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    extra = [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route(
-            "/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily_counts), methods=["GET"]
-        ),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-        Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"]),
-    ]
-    hooks = ControlHooks(
-        faults=state.faults,
-        clock=state.time,
-        advance=state.advance_clock,
-        stats=state.stats,
-        reset_usage=state.reset_usage,
-        extra=extra,
-    )
     routes = [
-        *control_routes(hooks),
+        *state.control_routes(),
         Route("/login/oauth/authorize", authorize, methods=["GET"]),
         Route("/login/oauth/access_token", access_token, methods=["POST"]),
         Route("/applications/{client_id}/{what:str}", app_revoke, methods=["DELETE"]),

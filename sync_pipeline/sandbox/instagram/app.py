@@ -19,14 +19,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     IssuedToken,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
 )
 from sync_pipeline.sandbox.instagram.state import (
     BASIC_SCOPE,
@@ -231,78 +227,9 @@ def create_app(state: InstagramSandboxState) -> Starlette:
     routes = [
         Route("/oauth/authorize", authorize, methods=["GET"]),
         Route("/oauth/access_token", access_token, methods=["POST"]),
-        *control_routes(
-            ControlHooks(
-                faults=state.faults,
-                clock=state.time,
-                advance=state.advance_clock,
-                stats=state.stats,
-                reset_usage=state.reset_usage,
-                extra=_extra_control_routes(state),
-            )
-        ),
+        *state.control_routes(),
         Route("/{path:path}", graph, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = state
     return app
-
-
-def _extra_control_routes(state: InstagramSandboxState) -> list[Route]:
-    """Instagram-specific ``/_sandbox`` routes: accounts, media, tokens, counts, exhaustion."""
-
-    def ref(request: Request) -> str:
-        return str(request.path_params["id"])
-
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        count = body.get("count")
-        return state.add_account(
-            history_days=None if days is None else int(days),
-            count=None if count is None else int(count),
-            tz=body.get("time_zone"),
-        )
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            ref(request), int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(ref(request))}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(ref(request))}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        return state.issue_tokens(
-            ref(request), str(body.get("kind", "long")), str(body.get("scope", BASIC_SCOPE))
-        )
-
-    async def daily(request: Request) -> Any:
-        q = request.query_params
-        reachable = q.get("reachable_only", "true").lower() not in ("0", "false")
-        return state.daily_counts(ref(request), q.get("tz"), reachable)
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(str(body["account"]))
-
-    return [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily), methods=["GET"]),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-    ]

@@ -16,10 +16,9 @@ import hmac
 import json
 import math
 import secrets
-import threading
-import time
 from bisect import insort
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,12 +26,14 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
+    AccountSandboxState,
     Clock,
-    FaultBook,
     IssuedToken,
     OAuthIssuer,
+    SandboxApiError,
     TokenPolicy,
-    rng_for,
+    flag,
+    optional,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -73,16 +74,8 @@ def fbtrace_id() -> str:
     return "A" + secrets.token_urlsafe(15)
 
 
-class GraphError(Exception):
+class GraphError(SandboxApiError):
     """An HTTP error with a JSON body (Graph ``{"error": ...}`` or the OAuth host's shape)."""
-
-    def __init__(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
 
 
 def graph_error(
@@ -260,22 +253,18 @@ class BucDecision:
     throttled: bool
 
 
-class InstagramSandboxState:
+class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
     """Everything the Instagram sandbox knows; all public methods are thread-safe."""
+
+    namespace = "instagram"
 
     def __init__(
         self, config: InstagramSandboxConfig | None = None, now: Clock | None = None
     ) -> None:
-        self.config = config or InstagramSandboxConfig()
+        super().__init__(config or InstagramSandboxConfig(), now)
         c = self.config
-        if c.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
         if c.token_response_shape not in ("data", "flat"):
             raise ValueError("token_response_shape must be 'data' or 'flat'")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(c.anchor_epoch if c.anchor_epoch is not None else self.time())
         self.issuer = OAuthIssuer(
             TokenPolicy(
                 access_seconds=c.scaled(c.short_token_seconds),
@@ -285,7 +274,6 @@ class InstagramSandboxState:
             ),
             self.time,
         )
-        self.faults = FaultBook()
         self._accounts: dict[str, IgAccount] = {}
         self._by_username: dict[str, str] = {}
         self._media: dict[int, Media] = {}
@@ -294,30 +282,15 @@ class InstagramSandboxState:
         self._tokens: dict[str, TokenInfo] = {}
         self._codes: dict[str, CodeInfo] = {}
         self._calls: dict[str, deque[float]] = {}
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counters: Counter[str] = Counter()
         explicit = c.media_counts or {}
         for index in range(c.accounts):
             self._create_account(index, c.history_days, explicit.get(index))
-
-    # ----------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
 
     # ----------------------------------------------------------------- data
     def _create_account(
         self, index: int, days: int, count: int | None, tz: str | None = None
     ) -> IgAccount:
-        seed = self.config.seed
-        rng = rng_for("instagram", seed, "account", index)
+        rng = self.rng("account", index)
         account_id = str(17_841_400_000_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng).replace("_", ".")
         while username in self._by_username:
@@ -327,7 +300,7 @@ class InstagramSandboxState:
         kind = rng.choice(("BUSINESS", "MEDIA_CREATOR"))
         account = IgAccount(index, account_id, username, history.pick_name(rng), zone, kind)
         stamps = history.generate_history(
-            rng_for("instagram", seed, "history", index), zone, self.anchor, days, profile, count
+            self.rng("history", index), zone, self.anchor, days, profile, count
         )
         for ts in stamps:
             account.media.append(self._new_media(account, ts))
@@ -338,7 +311,7 @@ class InstagramSandboxState:
 
     def _new_media(self, account: IgAccount, ts: int) -> Media:
         self._seq += 1
-        rng = rng_for("instagram", self.config.seed, "media", account.id, ts, self._seq)
+        rng = self.rng("media", account.id, ts, self._seq)
         media_id = 17_900_000_000_000_000 + self._seq * 1_000 + rng.randrange(1_000)
         media_type = rng.choices(MEDIA_TYPES, weights=(6, 2, 2))[0]
         product = "REELS" if media_type == "VIDEO" and rng.random() < 0.8 else "FEED"
@@ -420,7 +393,7 @@ class InstagramSandboxState:
     # ------------------------------------------------------------ Graph reads
     def user_node(self, account: IgAccount, fields: list[str]) -> dict[str, Any]:
         """IG user node with the requested fields (``id`` always)."""
-        rng = rng_for("instagram", self.config.seed, "profile", account.id)
+        rng = self.rng("profile", account.id)
         values: dict[str, Any] = {
             "id": account.id,
             "user_id": account.id,
@@ -439,7 +412,7 @@ class InstagramSandboxState:
     def media_node(self, media: Media, fields: list[str]) -> dict[str, Any]:
         """IG media node with the requested fields (``id`` always)."""
         account = self._accounts[media.owner_id]
-        rng = rng_for("instagram", self.config.seed, "media-fields", media.id)
+        rng = self.rng("media-fields", media.id)
         shortcode = "".join(
             rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
             for _ in range(11)
@@ -824,35 +797,41 @@ class InstagramSandboxState:
             calls.extend([now] * max(0, self.config.buc_call_limit - used))
             return {"account": account.id, "calls_in_window": len(calls)}
 
+    # ---------------------------------------------------------------- control
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
+        days, count = optional(body, "history_days", int), optional(body, "count", int)
+        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """A ``kind`` (short/long) token for an account with ``scope``."""
+        kind, scope = str(body.get("kind", "long")), str(body.get("scope", BASIC_SCOPE))
+        return self.issue_tokens(ref, kind, scope)
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New media: ``count`` of them, starting ``at`` or ending now."""
+        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Fill the rolling window of ``account``."""
+        return self.exhaust(str(body["account"]))
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Media per local day in ``tz``; ``reachable_only`` (default true)."""
+        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
+
     def reset_usage(self) -> None:
         """Forget all Business Use Case usage."""
         with self._lock:
             self._calls.clear()
 
     # ------------------------------------------------------------------ stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request to an endpoint (``"GET /{ig-user-id}/media"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-
-    def record(self, counter: str) -> None:
-        """Bump a named counter (faults fired, ...)."""
-        with self._lock:
-            self._counters[counter] += 1
-
     def stats(self) -> dict[str, Any]:
         """Requests per endpoint, responses per status, OAuth counters, BUC usage."""
         with self._lock:
             now = self.time()
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
+                **self.request_stats(),
                 "throttled": self._counters["throttled"],
                 "faults_fired": self._counters["faults_fired"],
                 "code_exchanges": self._counters["code_exchanges"],

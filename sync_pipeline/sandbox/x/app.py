@@ -17,14 +17,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     IssuedToken,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
 )
 from sync_pipeline.sandbox.x.state import (
     ME,
@@ -222,80 +218,9 @@ def create_app(state: XSandboxState) -> Starlette:
         Route("/2/users/{id}/tweets", timeline, methods=["GET"]),
         Route("/2/oauth2/token", token, methods=["POST"]),
         Route("/i/oauth2/authorize", authorize, methods=["GET"]),
-        *control_routes(
-            ControlHooks(
-                faults=state.faults,
-                clock=state.time,
-                advance=state.advance_clock,
-                stats=state.stats,
-                reset_usage=state.reset_usage,
-                extra=_extra_control_routes(state),
-            )
-        ),
+        *state.control_routes(),
         Route("/2/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = state
     return app
-
-
-def _extra_control_routes(state: XSandboxState) -> list[Route]:
-    """X-specific ``/_sandbox`` routes: accounts, posts, tokens, daily counts, exhaustion."""
-
-    def ref(request: Request) -> str:
-        return str(request.path_params["id"])
-
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        count = body.get("count")
-        return state.add_account(
-            history_days=None if days is None else int(days),
-            count=None if count is None else int(count),
-            tz=body.get("time_zone"),
-        )
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            ref(request), int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(ref(request))}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(ref(request))}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        scope = str(body.get("scope", "tweet.read users.read offline.access"))
-        return state.issue_tokens(ref(request), scope)
-
-    async def daily(request: Request) -> Any:
-        q = request.query_params
-        reachable = q.get("reachable_only", "true").lower() not in ("0", "false")
-        return state.daily_counts(ref(request), q.get("tz"), reachable)
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(
-            str(body.get("endpoint", "tweets")), body.get("account"), str(body.get("scope", "user"))
-        )
-
-    wrap = control_endpoint
-    return [
-        Route("/_sandbox/accounts", wrap(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", wrap(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", wrap(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", wrap(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", wrap(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", wrap(tokens), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/daily-counts", wrap(daily), methods=["GET"]),
-        Route("/_sandbox/exhaust", wrap(exhaust), methods=["POST"]),
-    ]

@@ -12,22 +12,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
-import time
 from bisect import insort
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sync_pipeline.sandbox.common import (
+    AccountSandboxState,
     Clock,
-    FaultBook,
     IssuedToken,
     OAuthIssuer,
+    SandboxApiError,
     TokenPolicy,
     WindowCounter,
-    rng_for,
+    flag,
+    optional,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -76,16 +76,8 @@ ME = "GET /2/users/me"
 TIMELINE = "GET /2/users/:id/tweets"
 
 
-class XApiError(Exception):
+class XApiError(SandboxApiError):
     """An HTTP error with an X-style JSON body (and optional extra headers)."""
-
-    def __init__(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
 
 
 def problem(status: int, title: str) -> dict[str, Any]:
@@ -263,19 +255,13 @@ class RateDecision:
     limited: bool
 
 
-class XSandboxState:
+class XSandboxState(AccountSandboxState[XSandboxConfig]):
     """Everything the X sandbox knows; all public methods are thread-safe."""
 
+    namespace = "x"
+
     def __init__(self, config: XSandboxConfig | None = None, now: Clock | None = None) -> None:
-        self.config = config or XSandboxConfig()
-        if self.config.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(
-            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
-        )
+        super().__init__(config or XSandboxConfig(), now)
         c = self.config
         self.issuer = OAuthIssuer(
             TokenPolicy(
@@ -287,7 +273,6 @@ class XSandboxState:
             ),
             self.time,
         )
-        self.faults = FaultBook()
         self.windows = WindowCounter()
         self._accounts: dict[str, XAccount] = {}
         self._by_username: dict[str, str] = {}
@@ -295,30 +280,15 @@ class XSandboxState:
         self._connected: set[str] = set()
         self._code_owner: dict[str, str] = {}
         self._refresh_owner: dict[str, str] = {}
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counters: Counter[str] = Counter()
         explicit = c.tweet_counts or {}
         for index in range(c.accounts):
             self._create_account(index, c.history_days, explicit.get(index))
-
-    # ----------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
 
     # ----------------------------------------------------------------- data
     def _create_account(
         self, index: int, days: int, count: int | None, tz: str | None = None
     ) -> XAccount:
-        seed = self.config.seed
-        rng = rng_for("x", seed, "account", index)
+        rng = self.rng("account", index)
         user_id = str(1_400_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng)
         while username in self._by_username:
@@ -328,9 +298,9 @@ class XSandboxState:
         created = self.anchor - rng.uniform(400, 4000) * 86400
         account = XAccount(index, user_id, username, history.pick_name(rng), zone, created)
         stamps = history.generate_history(
-            rng_for("x", seed, "history", index), zone, self.anchor, days, profile, count
+            self.rng("history", index), zone, self.anchor, days, profile, count
         )
-        ms_rng = rng_for("x", seed, "ms", index)
+        ms_rng = self.rng("ms", index)
         for ts in stamps:
             account.tweets.append(self._new_tweet(account, ts * 1000 + ms_rng.randrange(1000)))
         account.tweets.sort(key=lambda t: t.id)
@@ -341,7 +311,7 @@ class XSandboxState:
     def _new_tweet(self, account: XAccount, created_ms: int) -> Tweet:
         self._seq += 1
         tweet_id = ((created_ms - TWEPOCH_MS) << 22) | (self._seq % (1 << 22))
-        rng = rng_for("x", self.config.seed, "text", account.id, created_ms, self._seq)
+        rng = self.rng("text", account.id, created_ms, self._seq)
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
         text = f"{words.capitalize()} #{rng.choice(TAGS)}"
         return Tweet(tweet_id, account.id, created_ms, text)
@@ -420,7 +390,7 @@ class XSandboxState:
         """User object with the default fields plus the requested ``user.fields``."""
         out: dict[str, Any] = {"id": account.id, "name": account.name}
         out["username"] = account.username
-        rng = rng_for("x", self.config.seed, "user-metrics", account.id)
+        rng = self.rng("user-metrics", account.id)
         extra: dict[str, Any] = {
             "created_at": history.utc_iso(account.created_at, millis=True),
             "description": f"Posting about {rng.choice(TAGS)} and {rng.choice(WORDS)}.",
@@ -456,7 +426,7 @@ class XSandboxState:
         }
         if not fields:
             return out
-        rng = rng_for("x", self.config.seed, "tweet-metrics", tweet.id)
+        rng = self.rng("tweet-metrics", tweet.id)
         impressions = rng.randint(20, 20_000)
         extra: dict[str, Any] = {
             "created_at": history.utc_iso(tweet.created_at, millis=True),
@@ -749,6 +719,30 @@ class XSandboxState:
         """Expire every access token of an account now."""
         return self.issuer.expire(self.account(ref).id)
 
+    # ---------------------------------------------------------------- control
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
+        days, count = optional(body, "history_days", int), optional(body, "count", int)
+        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """Tokens for an account with ``scope`` (default: read plus offline access)."""
+        scope = str(body.get("scope", "tweet.read users.read offline.access"))
+        return self.issue_tokens(ref, scope)
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New posts: ``count`` of them, starting ``at`` or ending now."""
+        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Spend a window: ``endpoint`` (me/tweets), ``account`` and ``scope`` (user/app)."""
+        endpoint, scope = str(body.get("endpoint", "tweets")), str(body.get("scope", "user"))
+        return self.exhaust(endpoint, body.get("account"), scope)
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Posts per local day in ``tz``; ``reachable_only`` (default true)."""
+        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
+
     # ------------------------------------------------------------ rate limits
     def _limits(self, endpoint: str) -> tuple[int, int | None]:
         c = self.config
@@ -841,28 +835,11 @@ class XSandboxState:
             return out
 
     # ------------------------------------------------------------------ stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request to an endpoint (``"GET /2/users/me"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-
-    def record(self, counter: str) -> None:
-        """Bump a named counter (faults fired, ...)."""
-        with self._lock:
-            self._counters[counter] += 1
-
     def stats(self) -> dict[str, Any]:
         """Requests per endpoint, responses per status, OAuth and limit counters, usage."""
         with self._lock:
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
+                **self.request_stats(),
                 "rate_limited": self._counters["rate_limited"],
                 "faults_fired": self._counters["faults_fired"],
                 "code_exchanges": self._counters["code_exchanges"],

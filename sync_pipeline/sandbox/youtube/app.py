@@ -20,13 +20,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
 )
 from sync_pipeline.sandbox.youtube import data
 from sync_pipeline.sandbox.youtube.data import Channel
@@ -430,68 +426,8 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
             )
         return finish(JSONResponse({}))
 
-    # ---------------------------------------------------------------------- control
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        channel = state.add_account(None if days is None else int(days), body.get("time_zone"))
-        return next(a for a in state.list_accounts() if a["id"] == channel.account_id)
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            request.path_params["id"], int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(request.path_params["id"])}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(request.path_params["id"])}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        return state.issue_tokens(request.path_params["id"], body.get("scope"))
-
-    async def daily_counts(request: Request) -> Any:
-        return state.daily_counts(request.path_params["id"], request.query_params.get("tz"))
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(int(body.get("remaining", 0)))
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    extra = [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route(
-            "/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily_counts), methods=["GET"]
-        ),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-        Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"]),
-    ]
-    hooks = ControlHooks(
-        faults=state.faults,
-        clock=state.time,
-        advance=state.advance_clock,
-        stats=state.stats,
-        reset_usage=state.reset_usage,
-        extra=extra,
-    )
     routes = [
-        *control_routes(hooks),
+        *state.control_routes(),
         Route("/o/oauth2/v2/auth", authorize, methods=["GET"]),
         Route("/o/oauth2/auth", authorize, methods=["GET"]),
         Route("/token", token, methods=["POST"]),
