@@ -665,6 +665,10 @@ class SandboxState(Generic[ConfigT]):
             status=body.get("status"),
         )
 
+    def list_control_faults(self) -> list[dict[str, Any]]:
+        """``GET /_sandbox/faults``: the pending faults."""
+        return self.faults.list()
+
     def extra_control_routes(self) -> list[Route]:
         """The provider's own ``/_sandbox`` routes (accounts, exhaustion, ...)."""
         return []
@@ -680,6 +684,7 @@ class SandboxState(Generic[ConfigT]):
                 reset_usage=self.reset_usage,
                 extra=self.extra_control_routes(),
                 inject=self.inject_control_fault,
+                list_faults=self.list_control_faults,
                 reset_stats=self.reset_stats,
             )
         )

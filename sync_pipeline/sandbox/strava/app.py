@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -15,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from sync_pipeline.sandbox.common import Fault, apply_delay, control_endpoint, json_body
 from sync_pipeline.sandbox.strava.state import (
     AccessToken,
-    Fault,
     StravaApiError,
     StravaSandboxState,
     error_body,
@@ -85,33 +83,17 @@ async def _params(request: Request) -> dict[str, str]:
     return params
 
 
-async def _wait_or_disconnect(request: Request, seconds: float) -> bool:
-    """Sleep up to ``seconds``; return True if the client went away first."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(0.05, left))
-        if await request.is_disconnected():
-            return True
-
-
 async def _fire(fault: Fault, request: Request, headers: dict[str, str]) -> JSONResponse | None:
     """Turn a fault into a response; ``None`` means continue normally (slow)."""
-    if fault.kind == "slow":
-        await asyncio.sleep(max(0.0, fault.delay))
+    if fault.kind == "429":  # at once, whatever the delay
+        return JSONResponse(rate_limit_body(), 429, headers=headers)
+    if await apply_delay(fault, request):
         return None
     if fault.kind == "timeout":
-        await _wait_or_disconnect(request, fault.delay if fault.delay > 0 else 30.0)
         return JSONResponse(
             error_body("Gateway Timeout", "Server", "", "timeout"), 504, headers=headers
         )
-    if fault.kind == "429":
-        return JSONResponse(rate_limit_body(), 429, headers=headers)
     status = fault.status or 503
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
     body = error_body(_REASONS.get(status, "Server Error"), "Server", "", "unavailable")
     return JSONResponse(body, status, headers=headers)
 
@@ -373,32 +355,8 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe=",:")))
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        loaded = json.loads(raw)
-    except ValueError:
-        raise StravaApiError(400, {"message": "body must be JSON"}) from None
-    if not isinstance(loaded, dict):
-        raise StravaApiError(400, {"message": "body must be a JSON object"})
-    return loaded
-
-
 def control_routes(state: StravaSandboxState) -> list[Route]:
-    """Routes of the sandbox-only ``/_sandbox`` control API."""
-
-    def wrap(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return JSONResponse(await fn(request))
-            except StravaApiError as exc:
-                return JSONResponse(exc.body, exc.status)
-            except (ValueError, TypeError, KeyError) as exc:
-                return JSONResponse({"message": f"bad request: {exc}"}, 400)
-
-        return endpoint
+    """Routes of the sandbox-only ``/_sandbox`` control API: athletes, activities, the rest."""
 
     def pid(request: Request) -> int:
         try:
@@ -410,15 +368,15 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         return state.list_athletes()
 
     async def add_athlete(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return {"id": state.add_athlete(int(body.get("activity_count", 0)))}
 
     async def add_activities(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return {"ids": state.add_activities(pid(request), int(body.get("count", 1)))}
 
     async def patch_activity(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return state.update_activity(pid(request), **body)
 
     async def delete_activity(request: Request) -> Any:
@@ -429,45 +387,10 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         return {"revoked": state.revoke(pid(request))}
 
     async def tokens(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return state.issue_tokens(pid(request), str(body.get("scope", "read,activity:read_all")))
 
-    async def add_fault(request: Request) -> Any:
-        body = await _json_body(request)
-        fault_id = state.inject_fault(
-            str(body["kind"]),
-            count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"),
-            athlete_id=body.get("athlete_id"),
-            delay=float(body.get("delay", 0.0)),
-            status=body.get("status"),
-            activity_id=body.get("activity_id"),
-        )
-        return {"id": fault_id}
-
-    async def list_faults(request: Request) -> Any:
-        return state.list_faults()
-
-    async def clear_faults(request: Request) -> Any:
-        return {"cleared": state.clear_faults()}
-
-    async def stats(request: Request) -> Any:
-        return state.stats()
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    async def reset_usage(request: Request) -> Any:
-        state.reset_usage()
-        return {"ok": True}
-
-    async def clock(request: Request) -> Any:
-        body = await _json_body(request)
-        if request.method == "POST":
-            state.advance_clock(float(body.get("advance", 0.0)))
-        return {"now": state.time()}
-
+    wrap = control_endpoint
     return [
         Route("/_sandbox/athletes", wrap(athletes), methods=["GET"]),
         Route("/_sandbox/athletes", wrap(add_athlete), methods=["POST"]),
@@ -476,11 +399,5 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         Route("/_sandbox/athletes/{id}/tokens", wrap(tokens), methods=["POST"]),
         Route("/_sandbox/activities/{id}", wrap(patch_activity), methods=["PATCH"]),
         Route("/_sandbox/activities/{id}", wrap(delete_activity), methods=["DELETE"]),
-        Route("/_sandbox/faults", wrap(add_fault), methods=["POST"]),
-        Route("/_sandbox/faults", wrap(list_faults), methods=["GET"]),
-        Route("/_sandbox/faults", wrap(clear_faults), methods=["DELETE"]),
-        Route("/_sandbox/stats", wrap(stats), methods=["GET"]),
-        Route("/_sandbox/reset-stats", wrap(reset_stats), methods=["POST"]),
-        Route("/_sandbox/reset-usage", wrap(reset_usage), methods=["POST"]),
-        Route("/_sandbox/clock", wrap(clock), methods=["GET", "POST"]),
+        *state.control_routes(),
     ]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from sync_pipeline.sandbox.common import rng_for, seed_for
+
 YEAR_SECONDS = 365 * 86400
 HISTORY_DAYS = 3 * 365
 STREAM_KEYS = (
@@ -250,16 +252,9 @@ class ActivitySpec:
     seed: int
 
 
-def rng_for(*parts: object) -> random.Random:
-    """Return a ``random.Random`` seeded stably from the given parts."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def np_rng_for(*parts: object) -> np.random.Generator:
     """Return a numpy generator seeded stably from the given parts."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    return np.random.default_rng(seed_for(*parts))
 
 
 def iso_z(ts: float) -> str:
