@@ -9,6 +9,8 @@ fault injection, the simulated clock and token lifetimes behave the same in ever
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import random
@@ -18,8 +20,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, tzinfo
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -83,6 +88,22 @@ def seed_for(*parts: object) -> int:
 def rng_for(*parts: object) -> random.Random:
     """A ``random.Random`` seeded stably from the given parts (same parts, same data)."""
     return random.Random(seed_for(*parts))
+
+
+def random_local_time(rng: random.Random, day: date, hour: int, tz: tzinfo) -> int:
+    """Epoch seconds of a random minute and second of ``hour`` on the local ``day`` in ``tz``."""
+    minute, second = rng.randrange(60), rng.randrange(60)
+    return int(datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=tz).timestamp())
+
+
+class ScaledConfig:
+    """Mixin of sandbox configs: provider durations compressed by ``time_scale``."""
+
+    time_scale: float
+
+    def scaled(self, seconds: float) -> float:
+        """A provider duration compressed by ``time_scale``."""
+        return seconds / self.time_scale
 
 
 class SandboxApiError(Exception):
@@ -438,6 +459,81 @@ def bearer(request: Request) -> str | None:
     return None
 
 
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic`` header; None without or malformed."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(value).decode().partition(":")
+    except (ValueError, binascii.Error):
+        return None
+    return user, password
+
+
+async def request_params(
+    request: Request, *, encode: Callable[[Any], str] = str, keep_none: bool = False
+) -> dict[str, str]:
+    """Query string merged with a form or JSON body (token endpoints take all three).
+
+    Non-string JSON values go through ``encode``; nulls are dropped unless ``keep_none``.
+    A malformed JSON body raises ValueError.
+    """
+    params = dict(request.query_params)
+    raw = await request.body()
+    if not raw.strip():
+        return params
+    if "json" in request.headers.get("content-type", ""):
+        loaded = json.loads(raw)
+        if isinstance(loaded, dict):
+            params.update(
+                {
+                    k: v if isinstance(v, str) else encode(v)
+                    for k, v in loaded.items()
+                    if keep_none or v is not None
+                }
+            )
+    else:
+        params.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
+    return params
+
+
+def with_query(
+    url: str, params: Mapping[str, str], *, safe: str = "", fragment: str | None = None
+) -> str:
+    """``url`` with ``params`` appended to its query (and its fragment replaced if given)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    parts = parts._replace(query=urlencode(query, safe=safe))
+    return urlunsplit(parts if fragment is None else parts._replace(fragment=fragment))
+
+
+FireFn = Callable[[Fault, Request], Awaitable[Response | None]]
+
+
+async def fault_guard(
+    state: SandboxState[Any], request: Request, endpoint: str, principal: object, fire: FireFn
+) -> Response | None:
+    """Count a request and fire the first matching fault through ``fire``.
+
+    Returns the fault's response (its status counted), or None when the request goes on
+    (no fault, or only a ``slow`` one).
+    """
+    state.record_request(endpoint)
+    fault = state.faults.take(request.url.path, None if principal is None else str(principal))
+    if fault is None:
+        return None
+    response = await fire(fault, request)
+    return None if response is None else state.finish(response)
+
+
+def sandbox_app(state: SandboxState[Any], routes: list[Route]) -> Starlette:
+    """The ASGI app serving ``routes``, with the state at ``app.state.sandbox``."""
+    app = Starlette(routes=routes)
+    app.state.sandbox = state
+    return app
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The JSON object of a request body ({} when empty); ValueError when not an object."""
     raw = await request.body()
@@ -450,6 +546,19 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 ControlFn = Callable[[Request], Awaitable[Any]]
+
+
+def fault_args(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``FaultBook.inject`` arguments a ``POST /_sandbox/faults`` body gives, but whose."""
+    return {
+        "kind": str(body["kind"]),
+        "count": int(body.get("count", 1)),
+        "path_contains": body.get("path_contains"),
+        "delay": float(body.get("delay", 0.0)),
+        "status": body.get("status"),
+    }
+
+
 T = TypeVar("T")
 
 
@@ -504,15 +613,7 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
         body = await json_body(request)
         if hooks.inject is not None:
             return {"id": hooks.inject(body)}
-        fault_id = hooks.faults.inject(
-            str(body["kind"]),
-            count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"),
-            principal=body.get("principal"),
-            delay=float(body.get("delay", 0.0)),
-            status=body.get("status"),
-        )
-        return {"id": fault_id}
+        return {"id": hooks.faults.inject(**fault_args(body), principal=body.get("principal"))}
 
     async def list_faults(request: Request) -> Any:
         return hooks.list_faults() if hooks.list_faults else hooks.faults.list()
@@ -570,19 +671,19 @@ class SandboxState(Generic[ConfigT]):
 
     It holds the config, the clock (``now`` plus the offset ``advance_clock`` adds), the
     state lock, the data anchor, the fault book, request/response counters and the shared
-    ``/_sandbox`` control routes. A provider's state subclasses it, calls ``__init__`` first
-    and adds its data, tokens and rate rules; ``namespace`` keys its seeded randomness.
+    ``/_sandbox`` control routes. A provider's state subclasses it, names its
+    ``config_type``, builds its data, tokens and rate rules in ``setup`` and keeps only its
+    API; ``namespace`` keys its seeded randomness.
     """
 
     namespace = "sandbox"
+    #: The config class; ``config=None`` builds its defaults.
+    config_type: type[ConfigT]
+    #: Fault kinds this sandbox accepts.
+    fault_kinds: frozenset[str] = FAULT_KINDS
 
-    def __init__(
-        self,
-        config: ConfigT,
-        now: Clock | None = None,
-        *,
-        fault_kinds: frozenset[str] = FAULT_KINDS,
-    ) -> None:
+    def __init__(self, config: ConfigT | None = None, now: Clock | None = None) -> None:
+        config = self.config_type() if config is None else config
         if config.time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.config: ConfigT = config
@@ -590,10 +691,14 @@ class SandboxState(Generic[ConfigT]):
         self._offset = 0.0
         self._lock = threading.RLock()
         self.anchor = float(config.anchor_epoch if config.anchor_epoch is not None else self.time())
-        self.faults = FaultBook(fault_kinds)
+        self.faults = FaultBook(self.fault_kinds)
         self._requests: Counter[str] = Counter()
         self._statuses: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
+        self.setup()
+
+    def setup(self) -> None:
+        """Build the provider's data, tokens and limits (called at the end of ``__init__``)."""
 
     # ----------------------------------------------------------------- time
     def time(self) -> float:
@@ -624,6 +729,11 @@ class SandboxState(Generic[ConfigT]):
         """Count a response status."""
         with self._lock:
             self._statuses[str(status)] += 1
+
+    def finish(self, response: Response) -> Response:
+        """Count a response's status and return it."""
+        self.record_response(response.status_code)
+        return response
 
     def record(self, counter: str, n: int = 1) -> None:
         """Bump a named counter (faults fired, refreshes, ...)."""
@@ -656,14 +766,7 @@ class SandboxState(Generic[ConfigT]):
     # -------------------------------------------------------------- control
     def inject_control_fault(self, body: dict[str, Any]) -> Any:
         """``POST /_sandbox/faults``: add a fault described by a JSON body; returns its id."""
-        return self.faults.inject(
-            str(body["kind"]),
-            count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"),
-            principal=body.get("principal"),
-            delay=float(body.get("delay", 0.0)),
-            status=body.get("status"),
-        )
+        return self.faults.inject(**fault_args(body), principal=body.get("principal"))
 
     def list_control_faults(self) -> list[dict[str, Any]]:
         """``GET /_sandbox/faults``: the pending faults."""

@@ -32,9 +32,9 @@ from zoneinfo import ZoneInfo
 from sync_pipeline.sandbox.common import (
     FAULT_KINDS,
     AccountSandboxState,
-    Clock,
     OAuthIssuer,
     SandboxApiError,
+    ScaledConfig,
     TokenPolicy,
     WindowCounter,
     optional,
@@ -78,7 +78,7 @@ class GitHubApiError(SandboxApiError):
 
 
 @dataclass
-class GitHubSandboxConfig:
+class GitHubSandboxConfig(ScaledConfig):
     """Settings of one GitHub sandbox; durations are divided by ``time_scale``.
 
     ``callback_url`` is the GitHub App's registered callback (None: any redirect_uri).
@@ -104,10 +104,6 @@ class GitHubSandboxConfig:
     time_scale: float = 1.0
     first_user_id: int = 5_830_001
     anchor_epoch: float | None = None
-
-    def scaled(self, seconds: float) -> float:
-        """A GitHub duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 class _GitHubIssuer(OAuthIssuer):
@@ -177,9 +173,11 @@ class GitHubSandboxState(AccountSandboxState[GitHubSandboxConfig]):
     """Everything the GitHub sandbox knows; all public methods are thread-safe."""
 
     namespace = "github"
+    config_type = GitHubSandboxConfig
+    fault_kinds = GITHUB_FAULT_KINDS
 
-    def __init__(self, config: GitHubSandboxConfig | None = None, now: Clock | None = None) -> None:
-        super().__init__(config or GitHubSandboxConfig(), now, fault_kinds=GITHUB_FAULT_KINDS)
+    def setup(self) -> None:
+        """Users with their events, the OAuth issuer and the rate budgets."""
         self._issuer = _GitHubIssuer(
             TokenPolicy(
                 access_seconds=self.config.scaled(ACCESS_TOKEN_SECONDS),

@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
     AccountSandboxState,
-    Clock,
     IssuedToken,
     OAuthIssuer,
     SandboxApiError,
+    ScaledConfig,
     TokenPolicy,
     flag,
     optional,
@@ -207,7 +207,7 @@ class CodeInfo:
 
 
 @dataclass
-class InstagramSandboxConfig:
+class InstagramSandboxConfig(ScaledConfig):
     """Settings of one Instagram sandbox; durations are divided by ``time_scale``.
 
     ``media_counts`` maps account indexes (0-based) to exact media counts. Business Use Case
@@ -257,11 +257,10 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
     """Everything the Instagram sandbox knows; all public methods are thread-safe."""
 
     namespace = "instagram"
+    config_type = InstagramSandboxConfig
 
-    def __init__(
-        self, config: InstagramSandboxConfig | None = None, now: Clock | None = None
-    ) -> None:
-        super().__init__(config or InstagramSandboxConfig(), now)
+    def setup(self) -> None:
+        """Accounts with their media, the OAuth issuer and the usage windows."""
         c = self.config
         if c.token_response_shape not in ("data", "flat"):
             raise ValueError("token_response_shape must be 'data' or 'flat'")

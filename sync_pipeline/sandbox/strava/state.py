@@ -19,6 +19,7 @@ from sync_pipeline.sandbox.common import (
     ManualClock,
     SandboxApiError,
     SandboxState,
+    ScaledConfig,
     WindowCounter,
 )
 from sync_pipeline.sandbox.strava import data
@@ -84,7 +85,7 @@ class StravaApiError(SandboxApiError):
 
 
 @dataclass
-class StravaSandboxConfig:
+class StravaSandboxConfig(ScaledConfig):
     """Settings of one sandbox instance; durations are divided by ``time_scale``.
 
     ``activity_counts`` maps athlete indexes (0-based, or athlete ids) to exact counts.
@@ -113,10 +114,6 @@ class StravaSandboxConfig:
     push_ack_timeout: float = PUSH_ACK_SECONDS
     push_max_attempts: int = PUSH_MAX_ATTEMPTS
     push_retry_backoff: float = PUSH_RETRY_BACKOFF
-
-    def scaled(self, seconds: float) -> float:
-        """A Strava duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 @dataclass
@@ -227,9 +224,11 @@ class StravaSandboxState(SandboxState[StravaSandboxConfig]):
     """Everything the sandbox knows; all public methods are thread-safe."""
 
     namespace = "strava"
+    config_type = StravaSandboxConfig
+    fault_kinds = FAULT_KINDS
 
-    def __init__(self, config: StravaSandboxConfig | None = None, now: Clock | None = None) -> None:
-        super().__init__(config or StravaSandboxConfig(), now, fault_kinds=FAULT_KINDS)
+    def setup(self) -> None:
+        """Athletes with their activities, tokens, windows and push delivery."""
         self.windows = WindowCounter()
         self._athletes: dict[int, AthleteRecord] = {}
         self._activities: dict[int, ActivityRecord] = {}

@@ -20,10 +20,10 @@ from typing import Any
 
 from sync_pipeline.sandbox.common import (
     AccountSandboxState,
-    Clock,
     IssuedToken,
     OAuthIssuer,
     SandboxApiError,
+    ScaledConfig,
     TokenPolicy,
     WindowCounter,
     flag,
@@ -214,7 +214,7 @@ class XAccount:
 
 
 @dataclass
-class XSandboxConfig:
+class XSandboxConfig(ScaledConfig):
     """Settings of one X sandbox; durations are divided by ``time_scale``.
 
     ``tweet_counts`` maps account indexes (0-based) to exact post counts; the others get a
@@ -259,9 +259,10 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
     """Everything the X sandbox knows; all public methods are thread-safe."""
 
     namespace = "x"
+    config_type = XSandboxConfig
 
-    def __init__(self, config: XSandboxConfig | None = None, now: Clock | None = None) -> None:
-        super().__init__(config or XSandboxConfig(), now)
+    def setup(self) -> None:
+        """Accounts with their post histories, the OAuth issuer and the rate windows."""
         c = self.config
         self.issuer = OAuthIssuer(
             TokenPolicy(

@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
     AccountSandboxState,
-    Clock,
     IssuedToken,
     OAuthIssuer,
     SandboxApiError,
+    ScaledConfig,
     TokenPolicy,
     WindowCounter,
     optional,
@@ -125,7 +125,7 @@ def oauth_error(status: int, error: str, description: str) -> GoogleApiError:
 
 
 @dataclass
-class YouTubeSandboxConfig:
+class YouTubeSandboxConfig(ScaledConfig):
     """Settings of one YouTube sandbox; token lifetimes are divided by ``time_scale``.
 
     ``redirect_uris``: the OAuth client's registered redirect URIs (None: accept any).
@@ -145,10 +145,6 @@ class YouTubeSandboxConfig:
     refresh_token_lifetime: float | None = None
     time_scale: float = 1.0
     anchor_epoch: float | None = None
-
-    def scaled(self, seconds: float) -> float:
-        """A Google duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 class _GoogleIssuer(OAuthIssuer):
@@ -199,11 +195,10 @@ class YouTubeSandboxState(AccountSandboxState[YouTubeSandboxConfig]):
     """Everything the YouTube sandbox knows; all public methods are thread-safe."""
 
     namespace = "youtube"
+    config_type = YouTubeSandboxConfig
 
-    def __init__(
-        self, config: YouTubeSandboxConfig | None = None, now: Clock | None = None
-    ) -> None:
-        super().__init__(config or YouTubeSandboxConfig(), now)
+    def setup(self) -> None:
+        """Channels with their uploads, the Google OAuth issuer and the quota."""
         self.quota_zone = ZoneInfo(self.config.quota_timezone)
         self._issuer = _GoogleIssuer(
             TokenPolicy(
