@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +23,8 @@ from sync_pipeline.sandbox.common import (
     IssuedToken,
     apply_delay,
     bearer,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.instagram.state import (
     BASIC_SCOPE,
@@ -65,19 +67,10 @@ def _fault_error(fault: Fault, state: InstagramSandboxState) -> GraphError:
     return graph_error("An unknown error has occurred.", 1, status=status)
 
 
-def _with_query(url: str, params: dict[str, str], fragment: str = "_") -> str:
-    """Append ``params`` to a redirect URI; Instagram adds a ``#_`` fragment."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query), fragment=fragment))
-
-
 def create_app(state: InstagramSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     def error_response(exc: GraphError, headers: dict[str, str] | None = None) -> Response:
         return finish(
@@ -207,9 +200,11 @@ def create_app(state: InstagramSandboxState) -> Starlette:
                 "error_description": "The user denied your request.",
                 **extra,
             }
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params, fragment="_"), 302))
         code = state.new_code(user_id, scopes, redirect_uri)
-        return finish(RedirectResponse(_with_query(redirect_uri, {"code": code, **extra}), 302))
+        return finish(
+            RedirectResponse(with_query(redirect_uri, {"code": code, **extra}, fragment="_"), 302)
+        )
 
     async def access_token(request: Request) -> Response:
         state.record_request("POST /oauth/access_token")
@@ -230,6 +225,4 @@ def create_app(state: InstagramSandboxState) -> Starlette:
         *state.control_routes(),
         Route("/{path:path}", graph, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
+    return sandbox_app(state, routes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sync_pipeline.sandbox.common import Fault, apply_delay, control_endpoint, json_body
+from sync_pipeline.sandbox.common import (
+    Fault,
+    apply_delay,
+    control_endpoint,
+    fault_guard,
+    json_body,
+    request_params,
+    sandbox_app,
+    with_query,
+)
 from sync_pipeline.sandbox.strava.state import (
     AccessToken,
     StravaApiError,
@@ -63,24 +71,11 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _params(request: Request) -> dict[str, str]:
-    """Query string merged with a form or JSON body."""
-    params = dict(request.query_params)
-    body = await request.body()
-    if not body:
-        return params
-    ctype = request.headers.get("content-type", "")
-    if "json" in ctype:
-        try:
-            loaded = json.loads(body)
-        except ValueError:
-            raise _bad_request("body") from None
-        if isinstance(loaded, dict):
-            params.update(
-                {k: v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
-            )
-    else:
-        params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
-    return params
+    """Query string merged with a form or JSON body (JSON values other than strings as JSON)."""
+    try:
+        return await request_params(request, encode=json.dumps, keep_none=True)
+    except ValueError:
+        raise _bad_request("body") from None
 
 
 async def _fire(fault: Fault, request: Request, headers: dict[str, str]) -> JSONResponse | None:
@@ -174,21 +169,30 @@ def create_app(state: StravaSandboxState) -> Starlette:
 
         return Route(path, endpoint_fn, methods=[method])
 
+    finish = state.finish
+
+    async def fire_bare(fault: Fault, request: Request) -> Response | None:
+        return await _fire(fault, request, {})
+
     async def oauth_guard(
         request: Request, endpoint: str, athlete_id: int | None
     ) -> Response | None:
-        state.record_request(endpoint)
-        fault = state.take_fault(request.url.path, athlete_id)
-        if fault is None:
-            return None
-        response = await _fire(fault, request, {})
-        if response is not None:
-            state.record_response(response.status_code)
-        return response
+        return await fault_guard(state, request, endpoint, athlete_id, fire_bare)
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    async def prepare(
+        request: Request, endpoint: str, owner: Callable[[dict[str, str]], int | None]
+    ) -> dict[str, str] | Response:
+        """The request's parameters, or the response ending it (a bad body or a fault)."""
+        try:
+            params = await _params(request)
+        except StravaApiError as exc:
+            state.record_request(endpoint)
+            return finish(JSONResponse(exc.body, exc.status))
+        guarded = await oauth_guard(request, endpoint, owner(params))
+        return params if guarded is None else guarded
+
+    def nobody(params: dict[str, str]) -> None:
+        return None
 
     async def authorize(request: Request) -> Response:
         q = request.query_params
@@ -203,12 +207,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
             redirect_uri = q.get("redirect_uri")
             if q.get("sandbox_deny", "").lower() in ("1", "true") and redirect_uri:
                 state.check_client(q.get("client_id"))
-                extra = {"state": q["state"]} if "state" in q else {}
-                return finish(
-                    RedirectResponse(
-                        _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302
-                    )
-                )
+                denied = {"state": q["state"]} if "state" in q else {}
+                denied["error"] = "access_denied"
+                return finish(RedirectResponse(with_query(redirect_uri, denied, safe=",:"), 302))
             code, scopes = state.authorize(
                 q.get("client_id"),
                 redirect_uri,
@@ -221,22 +222,18 @@ def create_app(state: StravaSandboxState) -> Starlette:
         params = {"state": q["state"]} if "state" in q else {}
         params.update({"code": code, "scope": scope_string(scopes)})
         assert redirect_uri is not None
-        return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, params, safe=",:"), 302))
+
+    def grant_owner(p: dict[str, str]) -> int | None:
+        if p.get("grant_type") == "refresh_token":
+            return state.athlete_for_refresh_token(p.get("refresh_token"))
+        return state.athlete_for_code(p.get("code"))
 
     async def token(request: Request) -> Response:
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request("POST /oauth/token")
-            return finish(JSONResponse(exc.body, exc.status))
+        p = await prepare(request, "POST /oauth/token", grant_owner)
+        if isinstance(p, Response):
+            return p
         grant = p.get("grant_type")
-        if grant == "refresh_token":
-            athlete_id = state.athlete_for_refresh_token(p.get("refresh_token"))
-        else:
-            athlete_id = state.athlete_for_code(p.get("code"))
-        guarded = await oauth_guard(request, "POST /oauth/token", athlete_id)
-        if guarded is not None:
-            return guarded
         try:
             if grant == "authorization_code":
                 body = state.exchange_code(
@@ -254,32 +251,23 @@ def create_app(state: StravaSandboxState) -> Starlette:
         return finish(JSONResponse(body))
 
     async def deauthorize(request: Request) -> Response:
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request("POST /oauth/deauthorize")
-            return finish(JSONResponse(exc.body, exc.status))
-        value = p.get("access_token") or _bearer(request)
-        guarded = await oauth_guard(
-            request, "POST /oauth/deauthorize", state.athlete_for_token(value)
+        def value(p: dict[str, str]) -> str | None:
+            return p.get("access_token") or _bearer(request)
+
+        p = await prepare(
+            request, "POST /oauth/deauthorize", lambda p: state.athlete_for_token(value(p))
         )
-        if guarded is not None:
-            return guarded
+        if isinstance(p, Response):
+            return p
         try:
-            return finish(JSONResponse(state.deauthorize(value)))
+            return finish(JSONResponse(state.deauthorize(value(p))))
         except StravaApiError as exc:
             return finish(JSONResponse(exc.body, exc.status))
 
     async def create_subscription(request: Request) -> Response:
-        endpoint = "POST /api/v3/push_subscriptions"
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request(endpoint)
-            return finish(JSONResponse(exc.body, exc.status))
-        guarded = await oauth_guard(request, endpoint, None)
-        if guarded is not None:
-            return guarded
+        p = await prepare(request, "POST /api/v3/push_subscriptions", nobody)
+        if isinstance(p, Response):
+            return p
         try:
             # The validation GET to the callback blocks: keep it off the event loop.
             body = await run_in_threadpool(
@@ -305,15 +293,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
         return finish(JSONResponse(body))
 
     async def delete_subscription(request: Request) -> Response:
-        endpoint = "DELETE /api/v3/push_subscriptions/{id}"
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request(endpoint)
-            return finish(JSONResponse(exc.body, exc.status))
-        guarded = await oauth_guard(request, endpoint, None)
-        if guarded is not None:
-            return guarded
+        p = await prepare(request, "DELETE /api/v3/push_subscriptions/{id}", nobody)
+        if isinstance(p, Response):
+            return p
         try:
             try:
                 subscription_id = int(request.path_params["id"])
@@ -344,15 +326,7 @@ def create_app(state: StravaSandboxState) -> Starlette:
         Route("/oauth/deauthorize", deauthorize, methods=["POST"]),
         *control_routes(state),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
-
-
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query, safe=",:")))
+    return sandbox_app(state, routes)
 
 
 def control_routes(state: StravaSandboxState) -> list[Route]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +21,8 @@ from sync_pipeline.sandbox.common import (
     IssuedToken,
     apply_delay,
     bearer,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.x.state import (
     ME,
@@ -65,18 +67,10 @@ async def _fault_response(
     return JSONResponse(problem(status, _reason(status)), status, headers=headers)
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def create_app(state: XSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     async def api(request: Request, endpoint: str, handler: Handler) -> Response:
         state.record_request(endpoint)
@@ -157,7 +151,7 @@ def create_app(state: XSandboxState) -> Starlette:
 
         def fail(error: str, description: str) -> Response:
             params = {**extra, "error": error, "error_description": description}
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params), 302))
 
         if q.get("sandbox_deny", "").lower() in ("1", "true"):
             return fail("access_denied", "The user denied the request.")
@@ -176,7 +170,7 @@ def create_app(state: XSandboxState) -> Starlette:
         if not scopes:
             return fail("invalid_scope", "Missing required parameter [scope].")
         code = state.new_code(user_id, scopes, redirect_uri, q["code_challenge"], method)
-        return finish(RedirectResponse(_with_query(redirect_uri, {**extra, "code": code}), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, {**extra, "code": code}), 302))
 
     async def token(request: Request) -> Response:
         state.record_request("POST /2/oauth2/token")
@@ -221,6 +215,4 @@ def create_app(state: XSandboxState) -> Starlette:
         *state.control_routes(),
         Route("/2/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
+    return sandbox_app(state, routes)
