@@ -96,6 +96,41 @@ def random_local_time(rng: random.Random, day: date, hour: int, tz: tzinfo) -> i
     return int(datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=tz).timestamp())
 
 
+A = TypeVar("A")
+
+
+class AccountIndex(dict[str, A]):
+    """Accounts by id (in creation order), also found by username (``@`` optional)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_username: dict[str, str] = {}
+
+    def add(self, account_id: str, username: str, account: A) -> A:
+        """Register an account under its id and its lower-cased username."""
+        self[account_id] = account
+        self._by_username[username.lower()] = account_id
+        return account
+
+    def has_username(self, username: str) -> bool:
+        """Whether ``username`` (as given) is a registered, lower-cased username."""
+        return username in self._by_username
+
+    def find(self, ref: str | int) -> A:
+        """An account by id or username (case-insensitive); KeyError when unknown."""
+        key = str(ref)
+        if key in self:
+            return self[key]
+        account_id = self._by_username.get(key.lstrip("@").lower())
+        if account_id is None:
+            raise KeyError(f"unknown account {ref!r}")
+        return self[account_id]
+
+    def first_not_in(self, ids: set[str]) -> str:
+        """The oldest account id not in ``ids`` (the oldest of all when every one is)."""
+        return next((a for a in self if a not in ids), next(iter(self)))
+
+
 class ScaledConfig:
     """Mixin of sandbox configs: provider durations compressed by ``time_scale``."""
 

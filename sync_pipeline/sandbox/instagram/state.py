@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
+    AccountIndex,
     AccountSandboxState,
     IssuedToken,
     OAuthIssuer,
@@ -240,10 +241,6 @@ class InstagramSandboxConfig(ScaledConfig):
     max_page_size: int = 100
     max_reachable_media: int = 10_000
 
-    def scaled(self, seconds: float) -> float:
-        """An Instagram duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
-
 
 @dataclass
 class BucDecision:
@@ -273,8 +270,7 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
             ),
             self.time,
         )
-        self._accounts: dict[str, IgAccount] = {}
-        self._by_username: dict[str, str] = {}
+        self._accounts: AccountIndex[IgAccount] = AccountIndex()
         self._media: dict[int, Media] = {}
         self._seq = 0
         self._connected: set[str] = set()
@@ -292,7 +288,7 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
         rng = self.rng("account", index)
         account_id = str(17_841_400_000_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng).replace("_", ".")
-        while username in self._by_username:
+        while self._accounts.has_username(username):
             username = history.pick_handle(rng).replace("_", ".")
         zone = tz or history.pick_timezone(rng, index + 2)
         profile = history.pick_profile(rng, self.config.media_per_active_day)
@@ -304,9 +300,7 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
         for ts in stamps:
             account.media.append(self._new_media(account, ts))
         account.media.sort(key=lambda m: m.key)
-        self._accounts[account_id] = account
-        self._by_username[username.lower()] = account_id
-        return account
+        return self._accounts.add(account_id, username, account)
 
     def _new_media(self, account: IgAccount, ts: int) -> Media:
         self._seq += 1
@@ -320,14 +314,8 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
 
     def account(self, ref: str | int) -> IgAccount:
         """An account by id or username (case-insensitive); KeyError when unknown."""
-        key = str(ref)
         with self._lock:
-            if key in self._accounts:
-                return self._accounts[key]
-            account_id = self._by_username.get(key.lstrip("@").lower())
-            if account_id is None:
-                raise KeyError(f"unknown account {ref!r}")
-            return self._accounts[account_id]
+            return self._accounts.find(ref)
 
     def account_ids(self) -> list[str]:
         """All account ids in creation order."""
@@ -520,10 +508,7 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
     def resolve_user(self, ref: str | None) -> str:
         """Account chosen by ``sandbox_user`` (id or username), or the next unconnected one."""
         with self._lock:
-            if ref:
-                return self.account(ref).id
-            pending = [a for a in self._accounts if a not in self._connected]
-            return pending[0] if pending else next(iter(self._accounts))
+            return self.account(ref).id if ref else self._accounts.first_not_in(self._connected)
 
     def check_app(self, client_id: str | None) -> None:
         """The OAuth host's error for an unknown app id."""

@@ -33,17 +33,17 @@ AUTH_CODE_SECONDS = 600.0
 SAME_TOKEN_MIN_REMAINING = 3600.0
 WINDOW_15MIN = 900.0
 WINDOW_DAILY = 86400.0
-KNOWN_SCOPES = frozenset(
-    {
-        "read",
-        "read_all",
-        "profile:read_all",
-        "profile:write",
-        "activity:read",
-        "activity:read_all",
-        "activity:write",
-    }
+#: Strava's scopes in its canonical order (the order ``scope`` is echoed in).
+SCOPE_ORDER = (
+    "read",
+    "read_all",
+    "profile:read_all",
+    "profile:write",
+    "activity:read",
+    "activity:read_all",
+    "activity:write",
 )
+KNOWN_SCOPES = frozenset(SCOPE_ORDER)
 FAULT_KINDS = frozenset({"5xx", "timeout", "slow", "429", "revoked", "deleted"})
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 30
@@ -208,16 +208,7 @@ def _scope_set(raw: str | None) -> frozenset[str]:
 
 def scope_string(scopes: frozenset[str]) -> str:
     """Comma-separated scopes in Strava's canonical order."""
-    order = [
-        "read",
-        "read_all",
-        "profile:read_all",
-        "profile:write",
-        "activity:read",
-        "activity:read_all",
-        "activity:write",
-    ]
-    return ",".join(s for s in order if s in scopes)
+    return ",".join(s for s in SCOPE_ORDER if s in scopes)
 
 
 class StravaSandboxState(SandboxState[StravaSandboxConfig]):

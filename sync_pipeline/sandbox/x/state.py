@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sync_pipeline.sandbox.common import (
+    AccountIndex,
     AccountSandboxState,
     IssuedToken,
     OAuthIssuer,
@@ -242,10 +243,6 @@ class XSandboxConfig(ScaledConfig):
     access_token_seconds: float = ACCESS_TOKEN_SECONDS
     auth_code_seconds: float = AUTH_CODE_SECONDS
 
-    def scaled(self, seconds: float) -> float:
-        """An X duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
-
 
 @dataclass
 class RateDecision:
@@ -275,8 +272,7 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
             self.time,
         )
         self.windows = WindowCounter()
-        self._accounts: dict[str, XAccount] = {}
-        self._by_username: dict[str, str] = {}
+        self._accounts: AccountIndex[XAccount] = AccountIndex()
         self._seq = 0
         self._connected: set[str] = set()
         self._code_owner: dict[str, str] = {}
@@ -292,7 +288,7 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
         rng = self.rng("account", index)
         user_id = str(1_400_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng)
-        while username in self._by_username:
+        while self._accounts.has_username(username):
             username = history.pick_handle(rng)
         zone = tz or history.pick_timezone(rng, index)
         profile = history.pick_profile(rng, self.config.tweets_per_active_day)
@@ -305,9 +301,7 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
         for ts in stamps:
             account.tweets.append(self._new_tweet(account, ts * 1000 + ms_rng.randrange(1000)))
         account.tweets.sort(key=lambda t: t.id)
-        self._accounts[user_id] = account
-        self._by_username[username.lower()] = user_id
-        return account
+        return self._accounts.add(user_id, username, account)
 
     def _new_tweet(self, account: XAccount, created_ms: int) -> Tweet:
         self._seq += 1
@@ -319,14 +313,8 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
 
     def account(self, ref: str | int) -> XAccount:
         """An account by id or username (case-insensitive); KeyError when unknown."""
-        key = str(ref)
         with self._lock:
-            if key in self._accounts:
-                return self._accounts[key]
-            user_id = self._by_username.get(key.lstrip("@").lower())
-            if user_id is None:
-                raise KeyError(f"unknown account {ref!r}")
-            return self._accounts[user_id]
+            return self._accounts.find(ref)
 
     def account_ids(self) -> list[str]:
         """All account ids in creation order."""
@@ -582,10 +570,7 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
     def resolve_user(self, ref: str | None) -> str:
         """Account id chosen by ``sandbox_user`` (id or username), or the next unconnected."""
         with self._lock:
-            if ref:
-                return self.account(ref).id
-            pending = [a for a in self._accounts if a not in self._connected]
-            return pending[0] if pending else next(iter(self._accounts))
+            return self.account(ref).id if ref else self._accounts.first_not_in(self._connected)
 
     def redirect_allowed(self, redirect_uri: str) -> bool:
         """Whether the redirect URI is registered (any when none are configured)."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync_pipeline.sandbox.common import rng_for
+from sync_pipeline.sandbox.common import random_local_time, rng_for
 
 TIME_ZONES = (
     "Europe/Berlin",
@@ -104,11 +104,7 @@ def history(seed: int, channel: Channel, now: float, days: int) -> list[int]:
         if not active:
             continue
         for _ in range(rng.choices(UPLOADS_PER_DAY, UPLOADS_PER_DAY_WEIGHTS)[0]):
-            hour = rng.choices(HOURS, HOUR_WEIGHTS)[0]
-            local = datetime(
-                day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=tz
-            )
-            ts = int(local.timestamp())
+            ts = random_local_time(rng, day, rng.choices(HOURS, HOUR_WEIGHTS)[0], tz)
             if ts <= now:
                 out.append(ts)
     out.sort()
