@@ -224,7 +224,7 @@ class ActivitySpec:
     visibility: str
     has_heartrate: bool
     average_heartrate: float
-    max_heartrate: float
+    max_heartrate: int  # whole beats per minute, as Strava sends it
     device_watts: bool
     average_watts: float
     has_temp: bool
@@ -436,7 +436,7 @@ def make_activity(
         visibility=visibility,
         has_heartrate=has_hr,
         average_heartrate=avg_hr,
-        max_heartrate=round(avg_hr + rng.uniform(12, 30), 1) if has_hr else 0.0,
+        max_heartrate=round(avg_hr + rng.uniform(12, 30)) if has_hr else 0,
         device_watts=device_watts,
         average_watts=avg_watts,
         has_temp=(not manual) and not sport.trainer and rng.random() < 0.5,
