@@ -27,6 +27,7 @@ from sync_pipeline.sandbox.strava import (
     StravaSandboxState,
     create_app,
 )
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z, 400 s into a 15-minute window
 CLIENT_ID = "12345"
@@ -82,24 +83,17 @@ SandboxFactory = Callable[..., Sandbox]
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[SandboxFactory]:
-    """Factory of sandboxes (state + server + client), all torn down after the test."""
-    opened: list[Sandbox] = []
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
+    """Factory of sandboxes (state + app on the module's server + client), unplugged after."""
 
     def factory(**config: Any) -> Sandbox:
         clock = ManualClock(START)
         config.setdefault("anchor_epoch", START)
         state = StravaSandboxState(StravaSandboxConfig(**config), now=clock)
-        server = SandboxServer(create_app(state)).start()
-        client = httpx.Client(base_url=server.url, timeout=10.0)
-        sandbox = Sandbox(state, server, client, clock)
-        opened.append(sandbox)
-        return sandbox
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for sandbox in opened:
-        sandbox.client.close()
-        sandbox.server.stop()
+    served.unplug()
 
 
 @pytest.fixture
@@ -1046,11 +1040,9 @@ def payloads() -> Iterator[dict[str, list[dict[str, Any]]]]:
     counts = {0: 120, 1: 0, 2: 0, 3: 0, 4: 0}
     config = StravaSandboxConfig(athletes=5, activity_counts=counts, anchor_epoch=START)
     state = StravaSandboxState(config, now=clock)
-    with (
-        SandboxServer(create_app(state)) as server,
-        httpx.Client(base_url=server.url, timeout=30.0) as client,
-    ):
-        sb = Sandbox(state, server, client, clock)
+    with SlotServer() as running:
+        client = running.plug(create_app(state))
+        sb = Sandbox(state, running.server, client, clock)
         token = sb.login(1001, scope="read,profile:read_all,activity:read_all")["access_token"]
         summaries = sb.get("/api/v3/athlete/activities", token, per_page=200).json()
         by_sport: dict[tuple[str, bool, bool], dict[str, Any]] = {}
