@@ -45,7 +45,7 @@ from bench_paths import BIN, PROJECT_ROOT
 from bench_procs import TreeSampler, cmdline, process_kind, tree
 from bench_report import log, print_table, temp_root
 
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 
 SWEEPS_PER_WEEK = {"incremental": 28, "full": 1}
 DEMO_ATHLETES = 8

@@ -17,8 +17,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
 from sync_pipeline.defs.strava.partitions import strava_athletes
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 from sync_pipeline_tests.serving import wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
