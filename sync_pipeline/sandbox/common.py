@@ -18,11 +18,12 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -88,6 +89,34 @@ def seed_for(*parts: object) -> int:
 def rng_for(*parts: object) -> random.Random:
     """A ``random.Random`` seeded stably from the given parts (same parts, same data)."""
     return random.Random(seed_for(*parts))
+
+
+def streak_days(
+    rng: random.Random,
+    today: date,
+    days: int,
+    *,
+    first: float,
+    stay: float,
+    start: float,
+    weekend: float = 1.0,
+) -> Iterator[date]:
+    """The active days among the ``days`` up to ``today`` of a two-state chain.
+
+    The chain starts active with probability ``first``; a day is active with probability
+    ``stay`` after an active day and ``start`` after an idle one, times ``weekend`` on
+    Saturdays and Sundays. One draw per day, made when the caller asks for the next day, so
+    the caller's own draws in between keep their place in the sequence.
+    """
+    active = rng.random() < first
+    for back in range(days - 1, -1, -1):
+        day = today - timedelta(days=back)
+        p = stay if active else start
+        if day.weekday() >= 5:
+            p *= weekend
+        active = rng.random() < p
+        if active:
+            yield day
 
 
 def random_local_time(rng: random.Random, day: date, hour: int, tz: tzinfo) -> int:
@@ -754,6 +783,12 @@ class SandboxState(Generic[ConfigT]):
         """Randomness seeded from this sandbox's namespace, seed and ``parts``."""
         return rng_for(self.namespace, self.config.seed, *parts)
 
+    def owner_in(self, table: Mapping[str, Any], key: str | None) -> str | None:
+        """``principal`` of the entry ``key`` of a code or token table, or None (fault matching)."""
+        with self._lock:
+            entry = table.get(key or "")
+            return None if entry is None else str(entry.principal)
+
     # ---------------------------------------------------------------- stats
     def record_request(self, endpoint: str) -> None:
         """Count a request to an endpoint (``"GET /2/users/me"``)."""
@@ -870,6 +905,52 @@ class AccountSandboxState(SandboxState[ConfigT]):
     def extra_control_routes(self) -> list[Route]:
         """The shared account routes plus ``/_sandbox/exhaust``."""
         return account_control_routes(self)
+
+
+class HistoryAccountSandboxState(AccountSandboxState[ConfigT]):
+    """An account sandbox whose accounts get a generated history of dated items.
+
+    ``POST /_sandbox/accounts`` takes ``history_days``, ``count`` and ``time_zone``; items are
+    added ``count`` at a time, starting ``at`` or ending now; daily counts can be limited to
+    the items the API can still reach.
+    """
+
+    def add_account(
+        self, history_days: int | None = None, count: int | None = None, tz: str | None = None
+    ) -> dict[str, Any]:
+        """Create one more account; its control view."""
+        raise NotImplementedError
+
+    def add_items(self, ref: str | int, count: int = 1, at: float | None = None) -> list[str]:
+        """Add ``count`` items one second apart; their ids."""
+        raise NotImplementedError
+
+    def daily_counts(
+        self, ref: str | int, tz: str | None = None, reachable_only: bool = True
+    ) -> dict[str, int]:
+        """Items per local day (ISO date -> count) in ``tz`` (default: the account's)."""
+        raise NotImplementedError
+
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
+        days, count = optional(body, "history_days", int), optional(body, "count", int)
+        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New items: ``count`` of them, starting ``at`` or ending now."""
+        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Items per local day in ``tz``; ``reachable_only`` (default true)."""
+        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
+
+
+def check_history(days: int, time_zone: str | None) -> None:
+    """ValueError for a negative history length or an unknown IANA time zone."""
+    if days < 0:
+        raise ValueError("history_days must be >= 0")
+    if time_zone is not None:
+        ZoneInfo(time_zone)  # raises for an unknown zone
 
 
 def account_control_routes(state: AccountSandboxState[Any]) -> list[Route]:

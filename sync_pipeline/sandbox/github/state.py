@@ -37,6 +37,7 @@ from sync_pipeline.sandbox.common import (
     ScaledConfig,
     TokenPolicy,
     WindowCounter,
+    check_history,
     optional,
     rng_for,
 )
@@ -202,10 +203,7 @@ class GitHubSandboxState(AccountSandboxState[GitHubSandboxConfig]):
 
     # ------------------------------------------------------------------------- users
     def _create_user(self, days: int, time_zone: str | None) -> User:
-        if days < 0:
-            raise ValueError("history_days must be >= 0")
-        if time_zone is not None:
-            ZoneInfo(time_zone)  # raises for an unknown zone
+        check_history(days, time_zone)
         index = len(self._users)
         user_id = self.config.first_user_id + index
         now = self.anchor if index < self.config.accounts else self.time()
@@ -433,9 +431,7 @@ class GitHubSandboxState(AccountSandboxState[GitHubSandboxConfig]):
 
     def principal_for_refresh(self, refresh_token: str | None) -> str | None:
         """User id of a refresh token (fault matching)."""
-        with self._lock:
-            meta = self._refresh.get(refresh_token or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._refresh, refresh_token)
 
     def principal_for_token(self, access_token: str | None) -> str | None:
         """User id of an access token, even expired or revoked."""

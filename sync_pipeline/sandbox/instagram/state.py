@@ -18,7 +18,6 @@ import math
 import secrets
 from bisect import insort
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,14 +26,12 @@ from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
     AccountIndex,
-    AccountSandboxState,
+    HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
     SandboxApiError,
     ScaledConfig,
     TokenPolicy,
-    flag,
-    optional,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -250,7 +247,7 @@ class BucDecision:
     throttled: bool
 
 
-class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
+class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
     """Everything the Instagram sandbox knows; all public methods are thread-safe."""
 
     namespace = "instagram"
@@ -686,9 +683,7 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
 
     def code_owner(self, code: str | None) -> str | None:
         """Account an authorization code was issued for (fault matching)."""
-        with self._lock:
-            info = self._codes.get(code or "")
-            return None if info is None else info.principal
+        return self.owner_in(self._codes, code)
 
     def principal_for(self, value: str | None) -> str | None:
         """Account behind a token, even expired (fault matching)."""
@@ -782,27 +777,14 @@ class InstagramSandboxState(AccountSandboxState[InstagramSandboxConfig]):
             return {"account": account.id, "calls_in_window": len(calls)}
 
     # ---------------------------------------------------------------- control
-    def control_add_account(self, body: dict[str, Any]) -> Any:
-        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
-        days, count = optional(body, "history_days", int), optional(body, "count", int)
-        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
-
     def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
         """A ``kind`` (short/long) token for an account with ``scope``."""
         kind, scope = str(body.get("kind", "long")), str(body.get("scope", BASIC_SCOPE))
         return self.issue_tokens(ref, kind, scope)
 
-    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
-        """New media: ``count`` of them, starting ``at`` or ending now."""
-        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
-
     def control_exhaust(self, body: dict[str, Any]) -> Any:
         """Fill the rolling window of ``account``."""
         return self.exhaust(str(body["account"]))
-
-    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
-        """Media per local day in ``tz``; ``reachable_only`` (default true)."""
-        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
 
     def reset_usage(self) -> None:
         """Forget all Business Use Case usage."""

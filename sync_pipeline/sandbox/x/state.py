@@ -13,22 +13,19 @@ import base64
 import hashlib
 import hmac
 from bisect import insort
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sync_pipeline.sandbox.common import (
     AccountIndex,
-    AccountSandboxState,
+    HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
     SandboxApiError,
     ScaledConfig,
     TokenPolicy,
     WindowCounter,
-    flag,
-    optional,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -252,7 +249,7 @@ class RateDecision:
     limited: bool
 
 
-class XSandboxState(AccountSandboxState[XSandboxConfig]):
+class XSandboxState(HistoryAccountSandboxState[XSandboxConfig]):
     """Everything the X sandbox knows; all public methods are thread-safe."""
 
     namespace = "x"
@@ -706,28 +703,15 @@ class XSandboxState(AccountSandboxState[XSandboxConfig]):
         return self.issuer.expire(self.account(ref).id)
 
     # ---------------------------------------------------------------- control
-    def control_add_account(self, body: dict[str, Any]) -> Any:
-        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
-        days, count = optional(body, "history_days", int), optional(body, "count", int)
-        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
-
     def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
         """Tokens for an account with ``scope`` (default: read plus offline access)."""
         scope = str(body.get("scope", "tweet.read users.read offline.access"))
         return self.issue_tokens(ref, scope)
 
-    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
-        """New posts: ``count`` of them, starting ``at`` or ending now."""
-        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
-
     def control_exhaust(self, body: dict[str, Any]) -> Any:
         """Spend a window: ``endpoint`` (me/tweets), ``account`` and ``scope`` (user/app)."""
         endpoint, scope = str(body.get("endpoint", "tweets")), str(body.get("scope", "user"))
         return self.exhaust(endpoint, body.get("account"), scope)
-
-    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
-        """Posts per local day in ``tz``; ``reachable_only`` (default true)."""
-        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
 
     # ------------------------------------------------------------ rate limits
     def _limits(self, endpoint: str) -> tuple[int, int | None]:

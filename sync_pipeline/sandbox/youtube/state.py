@@ -31,6 +31,7 @@ from sync_pipeline.sandbox.common import (
     ScaledConfig,
     TokenPolicy,
     WindowCounter,
+    check_history,
     optional,
 )
 from sync_pipeline.sandbox.youtube import data
@@ -219,10 +220,7 @@ class YouTubeSandboxState(AccountSandboxState[YouTubeSandboxConfig]):
 
     # --------------------------------------------------------------------- channels
     def _create_channel(self, days: int, time_zone: str | None) -> Channel:
-        if days < 0:
-            raise ValueError("history_days must be >= 0")
-        if time_zone is not None:
-            ZoneInfo(time_zone)
+        check_history(days, time_zone)
         index = len(self._channels)
         now = self.anchor if index < self.config.accounts else self.time()
         channel = data.make_channel(self.config.seed, index, now, time_zone)
@@ -386,15 +384,11 @@ class YouTubeSandboxState(AccountSandboxState[YouTubeSandboxConfig]):
 
     def principal_for_code(self, code: str | None) -> str | None:
         """Account id a code was issued for (fault matching)."""
-        with self._lock:
-            meta = self._codes.get(code or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._codes, code)
 
     def principal_for_refresh(self, refresh_token: str | None) -> str | None:
         """Account id of a refresh token (fault matching)."""
-        with self._lock:
-            meta = self._refresh.get(refresh_token or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._refresh, refresh_token)
 
     def principal_for_token(self, access_token: str | None) -> str | None:
         """Account id of an access token, even expired or revoked."""
