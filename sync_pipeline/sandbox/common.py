@@ -170,6 +170,14 @@ class ScaledConfig:
         return seconds / self.time_scale
 
 
+@dataclass
+class RateDecision:
+    """Outcome of counting one API request: the rate headers to send and whether it is refused."""
+
+    headers: dict[str, str]
+    limited: bool
+
+
 class SandboxApiError(Exception):
     """An HTTP error a sandbox answers with: status, the provider's JSON body, extra headers."""
 
@@ -778,6 +786,21 @@ class SandboxState(Generic[ConfigT]):
     def scaled(self, seconds: float) -> float:
         """A provider duration compressed by the config's ``time_scale``."""
         return seconds / self.config.time_scale
+
+    def token_policy(
+        self,
+        access_seconds: float | None,
+        code_seconds: float,
+        prefix: str,
+        *,
+        issues_refresh: bool = True,
+        rotate_refresh: bool = False,
+    ) -> TokenPolicy:
+        """The provider's token lifetimes, compressed by ``time_scale``."""
+        access = None if access_seconds is None else self.scaled(access_seconds)
+        return TokenPolicy(
+            access, issues_refresh, rotate_refresh, self.scaled(code_seconds), prefix
+        )
 
     def rng(self, *parts: object) -> random.Random:
         """Randomness seeded from this sandbox's namespace, seed and ``parts``."""

@@ -35,7 +35,6 @@ from sync_pipeline.sandbox.common import (
     OAuthIssuer,
     SandboxApiError,
     ScaledConfig,
-    TokenPolicy,
     WindowCounter,
     check_history,
     optional,
@@ -179,16 +178,10 @@ class GitHubSandboxState(AccountSandboxState[GitHubSandboxConfig]):
 
     def setup(self) -> None:
         """Users with their events, the OAuth issuer and the rate budgets."""
-        self._issuer = _GitHubIssuer(
-            TokenPolicy(
-                access_seconds=self.config.scaled(ACCESS_TOKEN_SECONDS),
-                issues_refresh=True,
-                rotate_refresh=True,
-                code_seconds=self.config.scaled(AUTH_CODE_SECONDS),
-                prefix="gh",
-            ),
-            self.time,
+        policy = self.token_policy(
+            ACCESS_TOKEN_SECONDS, AUTH_CODE_SECONDS, "gh", rotate_refresh=True
         )
+        self._issuer = _GitHubIssuer(policy, self.time)
         self._users: dict[int, User] = {}
         self._logins: dict[str, int] = {}
         self._next_event_id = FIRST_EVENT_ID

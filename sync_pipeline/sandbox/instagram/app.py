@@ -107,7 +107,7 @@ def create_app(state: InstagramSandboxState) -> Starlette:
             token = state.authenticate(value)
             decision = state.count_call(token.principal)
             headers = decision.headers
-            if decision.throttled:
+            if decision.limited:
                 raise state.throttle_error()
             return finish(JSONResponse(handler(token), headers=headers))
         except GraphError as exc:

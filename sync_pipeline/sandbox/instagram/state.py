@@ -29,9 +29,9 @@ from sync_pipeline.sandbox.common import (
     HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
+    RateDecision,
     SandboxApiError,
     ScaledConfig,
-    TokenPolicy,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -239,14 +239,6 @@ class InstagramSandboxConfig(ScaledConfig):
     max_reachable_media: int = 10_000
 
 
-@dataclass
-class BucDecision:
-    """Outcome of counting one Graph call: the usage header and whether it is throttled."""
-
-    headers: dict[str, str]
-    throttled: bool
-
-
 class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
     """Everything the Instagram sandbox knows; all public methods are thread-safe."""
 
@@ -258,15 +250,10 @@ class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
         c = self.config
         if c.token_response_shape not in ("data", "flat"):
             raise ValueError("token_response_shape must be 'data' or 'flat'")
-        self.issuer = OAuthIssuer(
-            TokenPolicy(
-                access_seconds=c.scaled(c.short_token_seconds),
-                issues_refresh=False,
-                code_seconds=c.scaled(c.auth_code_seconds),
-                prefix="IGAA",
-            ),
-            self.time,
+        policy = self.token_policy(
+            c.short_token_seconds, c.auth_code_seconds, "IGAA", issues_refresh=False
         )
+        self.issuer = OAuthIssuer(policy, self.time)
         self._accounts: AccountIndex[IgAccount] = AccountIndex()
         self._media: dict[int, Media] = {}
         self._seq = 0
@@ -743,7 +730,7 @@ class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
         }
         return {"X-Business-Use-Case-Usage": json.dumps(usage, separators=(",", ":"))}
 
-    def count_call(self, account_id: str) -> BucDecision:
+    def count_call(self, account_id: str) -> RateDecision:
         """Charge one Graph call to the app-user pair unless it is throttled."""
         with self._lock:
             now = self.time()
@@ -753,7 +740,7 @@ class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
                 self._counters["throttled"] += 1
             else:
                 self._calls.setdefault(account_id, deque()).append(now)
-            return BucDecision(self._usage_header(account_id, now), throttled)
+            return RateDecision(self._usage_header(account_id, now), throttled)
 
     def usage_header(self, account_id: str, floor: int = 0) -> dict[str, str]:
         """The current ``X-Business-Use-Case-Usage`` header (``floor``: minimum percentage)."""

@@ -13,20 +13,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sync_pipeline.sandbox.common import Clock as Clock  # moved; still importable here
 from sync_pipeline.sandbox.common import (
-    Clock,
     Fault,
-    ManualClock,
+    RateDecision,
     SandboxApiError,
     SandboxState,
     ScaledConfig,
     WindowCounter,
 )
+from sync_pipeline.sandbox.common import ManualClock as ManualClock  # moved; still importable here
 from sync_pipeline.sandbox.strava import data
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["Clock", "Fault", "ManualClock"]  # re-exported: they moved to sandbox.common
 
 ACCESS_TOKEN_SECONDS = 21600.0
 AUTH_CODE_SECONDS = 600.0
@@ -188,14 +187,6 @@ class PushDelivery:
     event: dict[str, Any]
     attempts: int = 0
     due: float = 0.0  # time.monotonic() of the next attempt
-
-
-@dataclass
-class RateDecision:
-    """Result of counting one API request against the limits."""
-
-    headers: dict[str, str]
-    limited: bool
 
 
 def _scope_set(raw: str | None) -> frozenset[str]:

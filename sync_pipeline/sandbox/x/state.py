@@ -22,9 +22,9 @@ from sync_pipeline.sandbox.common import (
     HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
+    RateDecision,
     SandboxApiError,
     ScaledConfig,
-    TokenPolicy,
     WindowCounter,
 )
 from sync_pipeline.sandbox.x import history
@@ -241,14 +241,6 @@ class XSandboxConfig(ScaledConfig):
     auth_code_seconds: float = AUTH_CODE_SECONDS
 
 
-@dataclass
-class RateDecision:
-    """Outcome of counting one API request: headers to send and whether it is refused."""
-
-    headers: dict[str, str]
-    limited: bool
-
-
 class XSandboxState(HistoryAccountSandboxState[XSandboxConfig]):
     """Everything the X sandbox knows; all public methods are thread-safe."""
 
@@ -258,16 +250,10 @@ class XSandboxState(HistoryAccountSandboxState[XSandboxConfig]):
     def setup(self) -> None:
         """Accounts with their post histories, the OAuth issuer and the rate windows."""
         c = self.config
-        self.issuer = OAuthIssuer(
-            TokenPolicy(
-                access_seconds=c.scaled(c.access_token_seconds),
-                issues_refresh=True,
-                rotate_refresh=True,
-                code_seconds=c.scaled(c.auth_code_seconds),
-                prefix="x",
-            ),
-            self.time,
+        policy = self.token_policy(
+            c.access_token_seconds, c.auth_code_seconds, "x", rotate_refresh=True
         )
+        self.issuer = OAuthIssuer(policy, self.time)
         self.windows = WindowCounter()
         self._accounts: AccountIndex[XAccount] = AccountIndex()
         self._seq = 0

@@ -29,7 +29,6 @@ from sync_pipeline.sandbox.common import (
     OAuthIssuer,
     SandboxApiError,
     ScaledConfig,
-    TokenPolicy,
     WindowCounter,
     check_history,
     optional,
@@ -201,16 +200,8 @@ class YouTubeSandboxState(AccountSandboxState[YouTubeSandboxConfig]):
     def setup(self) -> None:
         """Channels with their uploads, the Google OAuth issuer and the quota."""
         self.quota_zone = ZoneInfo(self.config.quota_timezone)
-        self._issuer = _GoogleIssuer(
-            TokenPolicy(
-                access_seconds=self.config.scaled(ACCESS_TOKEN_SECONDS),
-                issues_refresh=True,
-                rotate_refresh=False,
-                code_seconds=self.config.scaled(AUTH_CODE_SECONDS),
-                prefix="ya29",
-            ),
-            self.time,
-        )
+        policy = self.token_policy(ACCESS_TOKEN_SECONDS, AUTH_CODE_SECONDS, "ya29")
+        self._issuer = _GoogleIssuer(policy, self.time)
         self._channels: list[Channel] = []
         self._codes: dict[str, CodeMeta] = {}
         self._refresh: dict[str, RefreshMeta] = {}
