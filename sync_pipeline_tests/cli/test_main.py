@@ -1241,19 +1241,11 @@ def test_sandbox_serves_on_the_port_init_wrote(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                # the last sandbox started (the platforms start after Strava, in order)
-                response = httpx.get(f"http://127.0.0.1:{port + 4}/_sandbox/faults", timeout=2)
-                if response.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandboxes did not start (exit {proc.poll()})")
-            time.sleep(0.1)  # polling a starting server, bounded by the deadline
-        athletes = httpx.get(f"http://127.0.0.1:{port}/_sandbox/athletes", timeout=5).json()
+        # the last sandbox started (the platforms start after Strava, in order)
+        wait_for_server(f"http://127.0.0.1:{port + 4}/_sandbox/faults", proc, 60, what="sandboxes")
+        athletes = wait_for_server(
+            f"http://127.0.0.1:{port}/_sandbox/athletes", proc, 5, what="the Strava sandbox"
+        ).json()
         assert [a["id"] for a in athletes] == [1001, 1002]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
