@@ -459,6 +459,10 @@ class PromidataFailure(Base):
     supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # family | image
     item: Mapped[str] = mapped_column(String(128), primary_key=True)  # SKU or image SHA-256
+    # The family hash (or image URL) that failed: a new hash is new work, not this failure.
+    version: Mapped[str | None] = mapped_column(Text)
+    # Dead: permanent, or retries exhausted; only a redrive or a new version retries it.
+    dead: Mapped[bool] = mapped_column(Boolean, default=False)
     error_class: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)

@@ -131,6 +131,8 @@ def upgrade() -> None:
         sa.Column("supplier", sa.String(32), primary_key=True),
         sa.Column("kind", sa.String(16), primary_key=True),
         sa.Column("item", sa.String(128), primary_key=True),
+        sa.Column("version", sa.Text(), nullable=True),
+        sa.Column("dead", sa.Boolean(), nullable=False),
         sa.Column("error_class", sa.String(32), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),

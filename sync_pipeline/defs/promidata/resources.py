@@ -1,0 +1,96 @@
+"""Promidata's static catalog host as a resource: conditional Import.txt, JSON, images.
+
+Promidata serves files, not an API: no OAuth, no rate headers. What this adds to the shared
+HTTP base (`core.client.HttpResource`: one session, timeouts, 5xx/timeout retries honouring
+Retry-After) is the conditional GET of Import.txt and per-item deadlines (family 5 min,
+image 2 min, as the seed's BullMQ job timeouts).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from sync_pipeline.core.client import HttpResource, body_text
+from sync_pipeline.core.errors import NotFoundError, PermanentError, TransientError
+from sync_pipeline.core.http import CallStats
+
+DEFAULT_BASE_URL = "https://promi-dl.de/Profiles/Live"
+
+
+@dataclass(frozen=True)
+class ImportTxt:
+    """Import.txt as fetched: None text when unchanged (304)."""
+
+    text: str | None
+    etag: str | None
+    last_modified: str | None
+
+    @property
+    def unchanged(self) -> bool:
+        """The server answered 304 Not Modified."""
+        return self.text is None
+
+
+class PromidataResource(HttpResource):
+    """Promidata catalog files of a profile: per supplier Import.txt, product JSON, images."""
+
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        description="Profile URL (https://promi-dl.de/Profiles/Live/<profile id>) or a sandbox.",
+    )
+    timeout_seconds: float = 60.0
+    family_timeout_seconds: float = Field(
+        default=300.0, description="Per family, retries included."
+    )
+    image_timeout_seconds: float = Field(default=120.0, description="Per image, retries included.")
+
+    def _get(
+        self,
+        url: str,
+        what: str,
+        stats: CallStats | None,
+        deadline: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        response = self.http().request("GET", url, stats=stats, headers=headers, deadline=deadline)
+        if response.status_code == 304:
+            if stats is not None:
+                stats.add(not_modified=1)
+            return 304, b"", dict(response.headers)
+        if response.status_code == 200:
+            return 200, response.content, dict(response.headers)
+        message = f"promidata {what}: HTTP {response.status_code} {body_text(response, 200)}"
+        if response.status_code in (404, 410):
+            raise NotFoundError(message)
+        if response.status_code == 429:
+            raise TransientError(message)
+        raise PermanentError(message)
+
+    def import_txt(self, supplier: str, etag: str | None, stats: CallStats) -> ImportTxt:
+        """GET ``<supplier>/Import/Import.txt``, conditional on the stored ETag."""
+        headers = {"If-None-Match": etag} if etag else None
+        status, body, got = self._get(
+            f"{self.base_url.rstrip('/')}/{supplier}/Import/Import.txt",
+            f"{supplier} Import.txt",
+            stats,
+            headers=headers,
+        )
+        if status == 304:
+            return ImportTxt(None, etag, got.get("last-modified"))
+        return ImportTxt(body.decode("utf-8", "replace"), got.get("etag"), got.get("last-modified"))
+
+    def fetch(self, url: str, what: str, stats: CallStats, timeout: float) -> tuple[bytes, str]:
+        """GET a catalog file by absolute URL within `timeout` seconds; bytes, content type."""
+        _, body, headers = self._get(url, what, stats, deadline=time.monotonic() + timeout)
+        return body, headers.get("content-type", "")
+
+    def family_json(self, url: str, sku: str, stats: CallStats) -> bytes:
+        """One product family's JSON (family deadline)."""
+        return self.fetch(url, f"family {sku}", stats, self.family_timeout_seconds)[0]
+
+    def image(self, url: str, stats: CallStats) -> tuple[bytes, str]:
+        """One image (image deadline)."""
+        return self.fetch(url, f"image {url.rsplit('/', 1)[-1]}", stats, self.image_timeout_seconds)
