@@ -98,6 +98,20 @@ def create_app(state: PromidataSandboxState) -> Starlette:
         return Response(body, 200, media_type="text/csv; charset=utf-8")
 
     async def product(request: Request) -> Response:
+        state.enter("product")
+        try:
+            return await product_file(request)
+        finally:
+            state.leave("product")
+
+    async def image(request: Request) -> Response:
+        state.enter("image")
+        try:
+            return await image_file(request)
+        finally:
+            state.leave("image")
+
+    async def product_file(request: Request) -> Response:
         first_request(request)
         supplier, sku = request.path_params["supplier"], request.path_params["sku"]
         try:
@@ -117,7 +131,7 @@ def create_app(state: PromidataSandboxState) -> Starlette:
         etag = f'"{hashlib.md5(body).hexdigest()}"'
         return Response(body, 200, media_type="application/json", headers={"ETag": etag})
 
-    async def image(request: Request) -> Response:
+    async def image_file(request: Request) -> Response:
         first_request(request)
         supplier, name = request.path_params["supplier"], request.path_params["name"]
         match = _IMAGE_NAME.match(name)

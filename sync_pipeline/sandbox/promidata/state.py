@@ -145,6 +145,8 @@ class PromidataSandboxState:
         self._images: dict[str, tuple[str, int, int]] = {}  # sha256 → (supplier, index, rev)
         self._image_hash: dict[tuple[str, int, int], str] = {}
         self._counts: Counter[str] = Counter()
+        self._inflight: Counter[str] = Counter()
+        self._peak: Counter[str] = Counter()
         self.base_url = ""
         for code, n in self.config.suppliers.items():
             self.add_supplier(code, n)
@@ -529,12 +531,30 @@ class PromidataSandboxState:
             if supplier:
                 self._counts[f"{kind}:{supplier}"] += 1
 
-    def stats(self) -> dict[str, Any]:
-        """Requests served, by kind (``import``, ``import_304``, ``product``, ``image``...)."""
+    def enter(self, kind: str) -> None:
+        """A request of ``kind`` is in flight (the peak is kept as ``peak:<kind>``)."""
         with self._lock:
-            return dict(self._counts)
+            self._inflight[kind] += 1
+            self._peak[kind] = max(self._peak[kind], self._inflight[kind])
+
+    def in_flight(self, kind: str) -> int:
+        """Requests of ``kind`` being answered now."""
+        with self._lock:
+            return self._inflight[kind]
+
+    def leave(self, kind: str) -> None:
+        """A request of ``kind`` finished."""
+        with self._lock:
+            self._inflight[kind] -= 1
+
+    def stats(self) -> dict[str, Any]:
+        """Requests served, by kind (``import``, ``import_304``, ``product``, ``image``...),
+        and the most requests of a kind in flight at once (``peak:product``...)."""
+        with self._lock:
+            return {**self._counts, **{f"peak:{k}": v for k, v in self._peak.items()}}
 
     def reset_stats(self) -> None:
-        """Zero the request counters."""
+        """Zero the request counters and peaks."""
         with self._lock:
             self._counts.clear()
+            self._peak.clear()

@@ -71,9 +71,10 @@ class Promidata:
 def promidata(db_url: str, tmp_path: Path) -> Iterator[Promidata]:
     """Sandbox with suppliers A23 (6 families), A360 (4), D170 (3), all configured."""
     state = PromidataSandboxState(PromidataSandboxConfig(seed=11))
-    with SandboxServer(create_app(state)) as server, httpx.Client(
-        base_url=server.url, timeout=10
-    ) as client:
+    with (
+        SandboxServer(create_app(state)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         api = PromidataResource(
             base_url=server.url,
             timeout_seconds=5.0,
