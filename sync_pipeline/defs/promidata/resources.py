@@ -9,7 +9,9 @@ image 2 min, as the seed's BullMQ job timeouts).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 
@@ -46,6 +48,14 @@ class PromidataResource(HttpResource):
         default=300.0, description="Per family, retries included."
     )
     image_timeout_seconds: float = Field(default=120.0, description="Per image, retries included.")
+    supplier_timeout_seconds: float = Field(
+        default=1800.0, description="Per stage of one supplier; the next run continues."
+    )
+    family_concurrency: int = Field(default=3, ge=1, description="Families in flight at once.")
+    image_concurrency: int = Field(default=10, ge=1, description="Image transfers in flight.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Runs that retry a failing family/image before it is dead."
+    )
 
     def _get(
         self,
@@ -94,3 +104,19 @@ class PromidataResource(HttpResource):
     def image(self, url: str, stats: CallStats) -> tuple[bytes, str]:
         """One image (image deadline)."""
         return self.fetch(url, f"image {url.rsplit('/', 1)[-1]}", stats, self.image_timeout_seconds)
+
+
+def promidata_from_env(env: Mapping[str, str]) -> PromidataResource:
+    """The resource configured from `PROMIDATA_*` variables (defaults for unset ones)."""
+    fields: dict[str, Any] = {}
+    for name, var, cast in (
+        ("base_url", "PROMIDATA_BASE_URL", str),
+        ("family_concurrency", "PROMIDATA_FAMILY_CONCURRENCY", int),
+        ("image_concurrency", "PROMIDATA_IMAGE_CONCURRENCY", int),
+        ("supplier_timeout_seconds", "PROMIDATA_SUPPLIER_TIMEOUT_SECONDS", float),
+        ("family_timeout_seconds", "PROMIDATA_FAMILY_TIMEOUT_SECONDS", float),
+        ("image_timeout_seconds", "PROMIDATA_IMAGE_TIMEOUT_SECONDS", float),
+    ):
+        if env.get(var):
+            fields[name] = cast(env[var])
+    return PromidataResource(**fields)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -171,3 +172,28 @@ class PromidataImageStorage(dg.ConfigurableResource):
                 f"image of {len(data)} bytes is larger than max_image_bytes={self.max_image_bytes}"
             )
         return sniff_image(data)
+
+
+def storage_from_env(env: Mapping[str, str], home: str) -> PromidataImageStorage:
+    """Image storage from `PROMIDATA_IMAGES_DIR` or `PROMIDATA_S3_*` (secrets as EnvVar)."""
+    bucket = env.get("PROMIDATA_S3_BUCKET", "")
+    if not bucket:
+        return PromidataImageStorage(
+            directory=env.get("PROMIDATA_IMAGES_DIR") or f"{home}/promidata-images"
+        )
+    s3: dict[str, Any] = {}
+    if env.get("PROMIDATA_S3_ENDPOINT_URL"):
+        s3["endpoint_url"] = env["PROMIDATA_S3_ENDPOINT_URL"]
+    if env.get("PROMIDATA_S3_REGION"):
+        s3["region_name"] = env["PROMIDATA_S3_REGION"]
+    for name, var in (
+        ("aws_access_key_id", "PROMIDATA_S3_ACCESS_KEY_ID"),
+        ("aws_secret_access_key", "PROMIDATA_S3_SECRET_ACCESS_KEY"),
+    ):
+        if env.get(var):
+            s3[name] = dg.EnvVar(var)  # resolved at run time, never shown in run config
+    return PromidataImageStorage(
+        bucket=bucket,
+        prefix=env.get("PROMIDATA_S3_PREFIX", "promidata/images/"),
+        s3=S3Resource(**s3),
+    )

@@ -76,6 +76,16 @@ class Limits:
     supplier_timeout_seconds: float = 1800.0
     max_attempts: int = 3  # per family or image, then it is a dead letter
 
+    @classmethod
+    def of(cls, api: PromidataResource) -> Limits:
+        """The limits configured on the resource."""
+        return cls(
+            api.family_concurrency,
+            api.image_concurrency,
+            api.supplier_timeout_seconds,
+            api.max_attempts,
+        )
+
 
 # --------------------------------------------------------------------------- suppliers
 def add_supplier(db_url: str, code: str, name: str | None = None) -> bool:
