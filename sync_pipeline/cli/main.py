@@ -801,11 +801,14 @@ def cleanup(older_than: str, dry_run: bool, as_json: bool) -> None:
         click.echo(f"  {verb} {run_id}")
 
 
+from sync_pipeline.cli.suppliers import suppliers, sync_promidata  # noqa: E402
 from sync_pipeline.cli.users import users  # noqa: E402
 from sync_pipeline.cli.webhooks import webhooks  # noqa: E402
 
 cli.add_command(users)
 cli.add_command(webhooks)
+cli.add_command(suppliers)
+sync.add_command(sync_promidata)
 
 if __name__ == "__main__":
     cli()
