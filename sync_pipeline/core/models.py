@@ -338,6 +338,8 @@ class PromidataSupplier(Base):
     import_last_modified: Mapped[str | None] = mapped_column(String(64))
     import_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     import_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # SHA-1 of the CAT.csv last read (Import.txt lists it): unchanged categories are not re-read.
+    categories_hash: Mapped[str | None] = mapped_column(String(40))
 
 
 class PromidataFamily(Base):

@@ -353,6 +353,7 @@ def sync_catalog(
         with transaction(db_url) as s:
             row = s.get(PromidataSupplier, supplier)
             etag = None if force or row is None else row.import_etag
+            categories_hash = None if force or row is None else row.categories_hash
         fetched = api.import_txt(supplier, etag, outcome.stats)
         now = utcnow()
         if fetched.unchanged:
@@ -392,7 +393,7 @@ def sync_catalog(
                 run_id=ctx.run_id,
                 max_attempts=1,
             )
-        if parsed.cat_csv is not None:
+        if parsed.cat_csv is not None and parsed.cat_csv.hash != categories_hash:
             progress.step = "reading_categories"
             body, _ = api.fetch(parsed.cat_csv.url, "CAT.csv", outcome.stats, api.timeout_seconds)
             categories = parse_cat_csv(body.decode("utf-8", "replace"))
@@ -417,6 +418,7 @@ def sync_catalog(
                     import_last_modified=fetched.last_modified,
                     import_checked_at=now,
                     import_changed_at=now,
+                    categories_hash=parsed.cat_csv.hash if parsed.cat_csv else None,
                 )
             )
         progress.set(bad_lines=len(parsed.bad_lines), **figures)

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("import_last_modified", sa.String(64), nullable=True),
         _ts("import_checked_at"),
         _ts("import_changed_at"),
+        sa.Column("categories_hash", sa.String(40), nullable=True),
     )
     op.create_table(
         "promidata_families",
