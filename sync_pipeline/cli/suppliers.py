@@ -19,6 +19,8 @@ from sync_pipeline.core.models import PromidataFailure, PromidataFamily, Promida
 
 JOB = "promidata_supplier_sync"
 PARTITIONS = "promidata_suppliers"
+#: Default port of the Promidata sandbox (the Strava sandbox's default port + 5).
+SANDBOX_PORT = 8715
 
 
 def _db_url() -> str:
@@ -232,6 +234,57 @@ def suppliers_redrive(supplier: str, kind: str | None, item: str | None) -> None
 
     n = redrive(_db_url(), supplier, kind, item)
     click.echo(f"{n} failure(s) of {supplier} will be retried by its next sync")
+
+
+@suppliers.command("sandbox")
+@click.option("--port", default=SANDBOX_PORT, show_default=True)
+@click.option("--families", default=8, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--supplier", "codes", multiple=True, help="Supplier code (default A23 A360 D170).")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--configure", is_flag=True, help="Also add the suppliers to the app database.")
+def suppliers_sandbox(
+    port: int, families: int, codes: tuple[str, ...], seed: int, configure: bool
+) -> None:
+    """Serve the Promidata sandbox (demo suppliers) on loopback until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from sync_pipeline.sandbox.promidata import (
+        PromidataSandboxConfig,
+        PromidataSandboxState,
+        create_app,
+    )
+    from sync_pipeline.sandbox.server import SandboxServer
+
+    chosen = codes or ("A23", "A360", "D170")
+    state = PromidataSandboxState(
+        PromidataSandboxConfig(seed=seed, suppliers={c: families for c in chosen})
+    )
+    server = SandboxServer(create_app(state), port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot start the Promidata sandbox on 127.0.0.1:{port} ({exc}); pick another "
+            "port with --port."
+        ) from exc
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if configure:
+            from sync_pipeline.defs.promidata.sync import add_supplier
+
+            db_url = _db_url()
+            for code in chosen:
+                add_supplier(db_url, code)
+        click.echo(f"Promidata sandbox on {server.url} (suppliers {', '.join(chosen)})")
+        click.echo(f"point the pipeline at it: PROMIDATA_BASE_URL={server.url}")
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
 
 
 def _resources() -> tuple[Any, Any]:

@@ -89,3 +89,48 @@ def test_queueing_prints_the_run_id(cli_env: CliEnv, launchable: Path) -> None:
     invoke("suppliers", "add", "A23")
     out = invoke("sync", "promidata", "--supplier", "A23").stdout
     assert out.startswith("queued run ") and "promidata_supplier_sync" in out
+
+
+def test_sandbox_command_serves_until_sigterm(cli_env: CliEnv) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from sync_pipeline_tests.cli.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sync_pipeline.cli.main",
+            "suppliers",
+            "sandbox",
+            "--port",
+            str(port),
+            "--families",
+            "2",
+            "--configure",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the server accepts connections
+        assert f"127.0.0.1:{port}" in line
+        body = httpx.get(f"http://127.0.0.1:{port}/A23/Import/Import.txt", timeout=10).text
+        assert body.count(".json|") == 2
+        assert "A360" in invoke("suppliers", "list").stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        assert code == 0 and time.monotonic() - started < 30
