@@ -677,7 +677,7 @@ def wait_until(
         time.sleep(poll)
 
 
-def daemon_ready(instance: dg.DagsterInstance, sensor: str = "strava_athletes_sensor") -> bool:
+def daemon_ready(instance: dg.DagsterInstance, sensor: str = "partitions_sensor") -> bool:
     """The daemon heartbeats and has evaluated `sensor` at least once (code loaded)."""
     beats = instance.get_daemon_heartbeats()
     if not {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= set(beats):

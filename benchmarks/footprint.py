@@ -54,7 +54,7 @@ from common import (
     wait_until,
 )
 
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 
 SWEEPS_PER_WEEK = {"incremental": 28, "full": 1}
 DEMO_ATHLETES = 8

@@ -60,12 +60,12 @@ from common import (
 from sqlalchemy import event
 
 from sync_pipeline.core import db
+from sync_pipeline.core import source as assets_module
 from sync_pipeline.core.budget import RateBudget
 from sync_pipeline.core.crypto import TokenCipher
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.strava import assets as assets_module
-from sync_pipeline.defs.strava.assets import strava_sweep_job
 from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.defs.strava.source import STRAVA, strava_defs
 from sync_pipeline.defs.strava.sync import sync_athlete
 
 # Inclusive CPU of these functions is reported (substring of pstats' "file:line(name)").
@@ -388,8 +388,8 @@ def in_process_job(
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         instance.add_dynamic_partitions("strava_athletes", [str(a) for a in ids])
         cpu0, wall0, box0 = time.process_time(), time.perf_counter(), sandbox.cpu_seconds()
-        result = strava_sweep_job.execute_in_process(
-            run_config={"ops": {"strava_sweep": {"config": {"mode": mode, "athletes": ids}}}},
+        result = strava_defs.sweep_job.execute_in_process(
+            run_config=STRAVA.sweep_run_config(keys=[str(a) for a in ids], full=mode == "full"),
             resources={"strava": strava},
             instance=instance,
         )

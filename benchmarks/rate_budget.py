@@ -63,6 +63,7 @@ from sync_pipeline.core import db, priorities
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, SyncState
 from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.defs.strava.source import STRAVA
 from sync_pipeline.sandbox.strava import data as sandbox_data
 from sync_pipeline.sandbox.strava.state import RateDecision
 
@@ -246,11 +247,7 @@ def run_pipeline(
         specs = [
             {
                 "job": "strava_sweep_job",
-                "run_config": {
-                    "ops": {
-                        "strava_sweep": {"config": {"mode": "full", "shard": s, "shards": shards}}
-                    }
-                },
+                "run_config": STRAVA.sweep_run_config(shard=s, shards=shards, full=True),
                 "tags": tags,
             }
             for s in range(shards)

@@ -4,7 +4,7 @@ With the athletes connected in the app database and registered as `strava_athlet
 partitions in a fresh Dagster home:
 
 1. `sync-pipeline status` (three times; median and each).
-2. The partition sensor's tick (`strava_athletes_sensor`, real daemon) in steady state, and
+2. The partition sensor's tick (`partitions_sensor`, real daemon) in steady state, and
    when `connect` more athletes connect at once (tick start to end from the tick record).
    The new athletes' first-sync runs it requests are counted; the daemon is then stopped.
 3. `sync-pipeline status` again, with those runs queued.
@@ -110,7 +110,7 @@ def sensor_tick(
     new_ids: list[int],
 ) -> dict[str, Any]:
     """Steady-state ticks, then the tick that sees `new_ids` connect at once."""
-    name = "strava_athletes_sensor"
+    name = "partitions_sensor"
 
     def finished_ticks() -> list[Any]:
         return [t for t in ticks(instance, name) if t.tick_data.end_timestamp]

@@ -68,7 +68,8 @@ from sync_pipeline.core.batching import sweep_shards
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, StravaStream
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES, StravaSweepConfig
+from sync_pipeline.core.source import SWEEP_CONCURRENCY
+from sync_pipeline.defs.strava.source import STRAVA, STRAVA_ACTIVITIES
 
 RUN_TIMEOUT = 3 * 3600.0
 
@@ -81,7 +82,7 @@ def pipeline_concurrency() -> tuple[int, int, int]:
     for limit in queue.get("tag_concurrency_limits", []):
         if limit.get("key") == priorities.SOURCE_TAG and limit.get("value") == "strava":
             slots = min(slots, int(limit["limit"]))
-    threads = int(StravaSweepConfig.model_fields["concurrency"].default)
+    threads = SWEEP_CONCURRENCY
     return slots, threads, slots * threads
 
 
@@ -221,11 +222,7 @@ def run_pipeline(
         specs = [
             {
                 "job": "strava_sweep_job",
-                "run_config": {
-                    "ops": {
-                        "strava_sweep": {"config": {"mode": mode, "shard": s, "shards": shards}}
-                    }
-                },
+                "run_config": STRAVA.sweep_run_config(shard=s, shards=shards, full=mode == "full"),
                 "tags": tags,
             }
             for s in range(shards)

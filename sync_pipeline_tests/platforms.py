@@ -12,13 +12,15 @@ import pytest
 
 from sync_pipeline.core.daily import DailyActivityClient
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.resources import PLATFORM_CLIENTS
+from sync_pipeline.core.settings import Env
 from sync_pipeline.defs.users.accounts import add_user, connect
 from sync_pipeline.sandbox.platforms import SANDBOXES
 from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sources import SOURCES
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret"
+_ids = Env({f"{n.upper()}_{k}": "test" for n in SOURCES for k in ("CLIENT_ID", "CLIENT_SECRET")})
 
 
 @dataclass
@@ -82,7 +84,7 @@ def clients(app_db: AppDatabaseResource) -> Iterator[Callable[..., DailyActivity
             "connect_timeout_seconds": 2.0,
             **overrides,
         }
-        client = PLATFORM_CLIENTS[box.platform](**fields)
+        client: DailyActivityClient = type(SOURCES[box.platform].resource(app_db, _ids))(**fields)
         made.append(client)
         return client
 

@@ -33,9 +33,9 @@ from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
 from sync_pipeline.defs.strava.athletes import connect_via_oauth
 from sync_pipeline.defs.strava.partitions import strava_athletes
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline_tests.conftest import (
     CLIENT_ID,

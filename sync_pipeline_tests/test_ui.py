@@ -19,8 +19,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from sync_pipeline.defs.strava.assets import STRAVA_ACTIVITIES
 from sync_pipeline.defs.strava.partitions import strava_athletes
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import dagster as dg
@@ -151,14 +152,19 @@ def strava_credentials(s: Settings) -> dict[str, str]:
 def strava(s: Settings) -> StravaResource:
     """The Strava client resource, configured like Dagster's."""
     strava_credentials(s)
-    return StravaResource(
-        app_db=app_db(s),
-        client_id=s.strava_client_id,
-        client_secret=s.strava_client_secret,
-        base_url=s.strava_base_url,
-        time_scale=s.strava_time_scale,
-        streets_file=s.strava_streets_file,
-    )
+    client: StravaResource = _client(s, "strava")
+    return client
+
+
+def _client(s: Settings, name: str) -> Any:
+    """A source's client resource from the same declaration Dagster binds (sources.py)."""
+    from sync_pipeline.core.settings import Env
+    from sync_pipeline.sources import SOURCES
+
+    try:
+        return SOURCES[name].resource(app_db(s), Env(os.environ))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _add_missing_sandbox_settings(env_path: Path, sandbox_port: int) -> None:
@@ -187,21 +193,13 @@ def _write_sandbox_streets(s: Settings) -> None:
     write_streets_geojson(path, SANDBOX_SEED)
 
 
-PLATFORM_RESOURCES = {
-    "github": ("sync_pipeline.defs.github.resources", "GitHubResource"),
-    "youtube": ("sync_pipeline.defs.youtube.resources", "YouTubeResource"),
-    "x": ("sync_pipeline.defs.x.resources", "XResource"),
-    "instagram": ("sync_pipeline.defs.instagram.resources", "InstagramResource"),
-}
-
-
 def platform_client(s: Settings, platform: str) -> DailyActivityClient:
     """The client resource of a consistency platform, configured like Dagster's."""
-    import importlib
+    from sync_pipeline.sources import PLATFORMS
 
-    if platform not in PLATFORM_RESOURCES:
+    if platform not in PLATFORMS:
         raise click.BadParameter(
-            f"unknown platform {platform!r}; choose one of {', '.join(PLATFORM_RESOURCES)}"
+            f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}"
         )
     config = s.platforms.get(platform, {})
     missing = [k for k in ("client_id", "client_secret") if k not in config]
@@ -211,9 +209,7 @@ def platform_client(s: Settings, platform: str) -> DailyActivityClient:
             f"{names} not set: put them in .env (see README) or run `sync-pipeline init` "
             "for the sandbox defaults."
         )
-    module, name = PLATFORM_RESOURCES[platform]
-    cls = getattr(importlib.import_module(module), name)
-    client: DailyActivityClient = cls(app_db=app_db(s), **config)
+    client: DailyActivityClient = _client(s, platform)
     return client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -388,9 +387,9 @@ def sync_strava(
 ) -> None:
     """Sync one athlete (--athlete ID) or all of them (--all)."""
     from sync_pipeline.core.batching import sweep_shards
-    from sync_pipeline.defs.strava.assets import strava_activities, strava_sweep_job
     from sync_pipeline.defs.strava.athletes import connected_athlete_ids
     from sync_pipeline.defs.strava.partitions import strava_athletes
+    from sync_pipeline.defs.strava.source import STRAVA, strava_defs
 
     if (athlete_id is None) == (not all_athletes):
         raise click.UsageError("Give exactly one of --athlete ID or --all.")
@@ -398,7 +397,6 @@ def sync_strava(
         raise click.UsageError("--activity needs --athlete (the activity's owner).")
     s = context.settings()
     strava = context.strava(s)
-    mode = "full" if full else "incremental"
     if athlete_id is not None:
         known = connected_athlete_ids(strava.app_db.url)
         if athlete_id not in known:
@@ -415,7 +413,7 @@ def sync_strava(
                 instance.add_dynamic_partitions(name, [str(athlete_id)])
             if direct:
                 result = dg.materialize(
-                    [strava_activities],
+                    [strava_defs.asset],
                     partition_key=str(athlete_id),
                     resources={"strava": strava},
                     instance=instance,
@@ -425,7 +423,7 @@ def sync_strava(
                 )
                 _report_direct(result)
                 return
-        _queue(s, "strava_athlete_sync", tags=tags, run_config=run_config)
+        _queue(s, STRAVA.single_job_name, tags=tags, run_config=run_config)
         return
     n = len(connected_athlete_ids(strava.app_db.url, include_needs_reconnect=False))
     if n == 0:
@@ -433,12 +431,11 @@ def sync_strava(
     prio = priorities.BATCH if priority is None else priority
     shards = sweep_shards(n)  # as the sweep schedules shard
     for shard in range(shards):
-        cfg: dict[str, object] = {"mode": mode, "shard": shard, "shards": shards}
-        run_config = {"ops": {"strava_sweep": {"config": cfg}}}
+        run_config = STRAVA.sweep_run_config(shard=shard, shards=shards, full=full)
         tags = priorities.run_tags(prio, "strava", "cli")
         if direct:
             with context.dagster_instance(s) as instance:
-                result = strava_sweep_job.execute_in_process(
+                result = strava_defs.sweep_job.execute_in_process(
                     run_config=run_config,
                     resources={"strava": strava},
                     instance=instance,
@@ -447,7 +444,7 @@ def sync_strava(
                 )
             _report_direct(result)
         else:
-            _queue(s, "strava_sweep_job", tags=tags, run_config=run_config)
+            _queue(s, STRAVA.sweep_job_name, tags=tags, run_config=run_config)
 
 
 def _platform_sync_command(platform: str) -> click.Command:
@@ -460,6 +457,7 @@ def _platform_sync_command(platform: str) -> click.Command:
     def command(user_id: str | None, all_users: bool, priority: int | None, direct: bool) -> None:
         from sync_pipeline.defs.users.accounts import connected_user_ids
         from sync_pipeline.defs.users.partitions import users
+        from sync_pipeline.sources import defs_of
 
         if (user_id is None) == (not all_users):
             raise click.UsageError("Give exactly one of --user ID or --all.")
@@ -478,20 +476,20 @@ def _platform_sync_command(platform: str) -> click.Command:
             (priorities.MANUAL if user_id else priorities.BATCH) if priority is None else priority
         )
         tags = priorities.run_tags(prio, platform, "cli")
-        run_config = {"ops": {f"{platform}_sweep": {"config": {"users": keys}}}}
+        built = defs_of(platform)
+        run_config = built.source.sweep_run_config(keys=keys)
         if not direct:
             if user_id is not None:
                 tags = {**tags, "dagster/partition": user_id}
-                _queue(s, f"{platform}_user_sync", tags=tags, run_config={})
+                _queue(s, built.source.single_job_name, tags=tags, run_config={})
             else:
-                _queue(s, f"{platform}_sweep_job", tags=tags, run_config=run_config)
+                _queue(s, built.source.sweep_job_name, tags=tags, run_config=run_config)
             return
-        module = importlib.import_module(f"sync_pipeline.defs.{platform}.assets")
         with context.dagster_instance(s) as instance:
             missing = [k for k in keys if not instance.has_dynamic_partition(users.name or "", k)]
             if missing:
                 instance.add_dynamic_partitions(users.name or "", missing)
-            result = getattr(module, f"{platform}_sweep_job").execute_in_process(
+            result = built.sweep_job.execute_in_process(
                 run_config=run_config,
                 resources={platform: client, "app_db": client.app_db},
                 instance=instance,
@@ -752,21 +750,15 @@ def dead_letters_redrive(source: str, partition: str | None, redrive_all: bool) 
     tags = priorities.run_tags(priorities.MANUAL, source, "redrive")
     # One run: a single-partition sync, or one batch run for all of them (those that fail
     # again fall back to single-partition retry runs).
+    from sync_pipeline.sources import source as source_named
+
+    declared = source_named(source)
     if len(keys) == 1:
-        job = "strava_athlete_sync" if source == "strava" else f"{source}_user_sync"
+        job = declared.single_job_name
         tags = {**tags, "dagster/partition": keys[0]}
-        config: dict[str, Any] = (
-            {"ops": {"strava_activities": {"config": {"full": False}}}}
-            if source == "strava"
-            else {}
-        )
-    elif source == "strava":
-        job = "strava_sweep_job"
-        cfg = {"mode": "incremental", "athletes": [int(k) for k in keys]}
-        config = {"ops": {"strava_sweep": {"config": cfg}}}
+        config = declared.single_run_config()
     else:
-        job = f"{source}_sweep_job"
-        config = {"ops": {f"{source}_sweep": {"config": {"users": keys}}}}
+        job, config = declared.sweep_job_name, declared.sweep_run_config(keys=keys)
     _queue(s, job, tags=tags, run_config=config)
     click.echo(f"redriving {len(keys)} dead letter(s): {', '.join(keys[:20])}")
 

@@ -46,6 +46,11 @@ def sweep_shards(n: int) -> int:
     return min(math.ceil(n / SWEEP_BATCH), MAX_SWEEP_RUNS)
 
 
+def shard_of(key: str, shards: int) -> int:
+    """Stable shard of a partition key (the same for every source, in every process)."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % shards
+
+
 def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
     """Consecutive slices of at most `size` items, in order."""
     if size < 1:

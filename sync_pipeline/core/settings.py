@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 from dotenv import dotenv_values
 
 from sync_pipeline.core.crypto import generate_key
+from sync_pipeline.core.errors import ConfigError
 
 ENV_FILE = ".env"
 SANDBOX_CLIENT_ID = "12345"
@@ -110,3 +114,23 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         "STRAVA_STREETS_FILE": str(home / f"streets-{SANDBOX_SEED}.geojson"),
         **platform_sandbox_env(sandbox_port),
     }
+
+
+class Env:
+    """Where a resource's settings come from: Dagster's `EnvVar`s, read when a run starts
+    (`values` None: the code location), or a mapping read now (the CLI, after `.env`)."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self.values = values
+
+    def __call__(self, name: str, *, default: str | None = None, integer: bool = False) -> Any:
+        """The variable `name`: an EnvVar, or its value (`default` when unset)."""
+        if self.values is None:
+            return dg.EnvVar.int(name) if integer else dg.EnvVar(name)
+        raw = self.values.get(name) or default
+        if raw is None:
+            raise ConfigError(
+                f"{name} is not set: put it in .env (see README) or run `sync-pipeline init` "
+                "for the sandbox defaults."
+            )
+        return int(raw) if integer else raw

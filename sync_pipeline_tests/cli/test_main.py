@@ -44,9 +44,9 @@ from sync_pipeline.core.models import (
     SyncState,
 )
 from sync_pipeline.core.settings import sandbox_env
-from sync_pipeline.defs.strava.assets import STREET_PROGRESS
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import PROVIDER
+from sync_pipeline.defs.strava.source import STREET_PROGRESS
 from sync_pipeline.sandbox.strava.city import write_streets_geojson
 from sync_pipeline_tests.cli.conftest import (
     PROJECT_ROOT,

@@ -285,6 +285,7 @@ def sync_athlete(
     owner_is_dead: Callable[[str], bool] | None = None,
     final_attempt: bool = False,
     activity_ids: list[int] | None = None,
+    deleted_activity_ids: list[int] | None = None,
     requested_at: dt.datetime | None = None,
 ) -> SyncOutcome:
     """Sync one athlete and record the outcome in its sync state; never raises SyncError.
@@ -323,6 +324,9 @@ def sync_athlete(
         )
 
     def work(session: Session) -> None:
+        for activity_id in deleted_activity_ids or []:  # push events: deleted at Strava
+            if delete_activity(db_url, athlete_id, activity_id):
+                outcome.activities_gone += 1
         if session.mode == "full":
             _full(strava, outcome, session)
         else:

@@ -21,13 +21,18 @@ from sync_pipeline.core.models import (
 )
 from sync_pipeline.core.oauth import capture_redirect
 
-PLATFORMS = ("github", "youtube", "x", "instagram")
+
+def platforms() -> tuple[str, ...]:
+    """The consistency tracker's platforms, as the registry of sources declares them."""
+    from sync_pipeline.sources import PLATFORMS  # the registry imports the platforms' modules
+
+    return PLATFORMS
 
 
 def check_platform(platform: str) -> str:
     """The platform name, or ConfigError listing the known ones."""
-    if platform not in PLATFORMS:
-        raise ConfigError(f"Unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}.")
+    if platform not in platforms():
+        raise ConfigError(f"Unknown platform {platform!r}; choose one of {', '.join(platforms())}.")
     return platform
 
 
@@ -154,7 +159,7 @@ def disconnect(
 
 def delete_user(db_url: str, user_id: str) -> bool:
     """Delete a user with every connection, token, row and score."""
-    for platform in PLATFORMS:
+    for platform in platforms():
         disconnect(db_url, user_id, platform)
     with transaction(db_url) as s:
         s.execute(delete(ConsistencyScore).where(ConsistencyScore.user_id == user_id))
@@ -202,7 +207,7 @@ def list_users(db_url: str) -> list[UserRow]:
         }
         states = {
             (st.partition_key, st.source): st
-            for st in s.scalars(select(SyncState).where(SyncState.source.in_(PLATFORMS)))
+            for st in s.scalars(select(SyncState).where(SyncState.source.in_(platforms())))
         }
         rows = {
             u.id: UserRow(u.id, u.timezone) for u in s.scalars(select(AppUser).order_by(AppUser.id))

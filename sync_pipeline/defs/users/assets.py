@@ -5,7 +5,6 @@ from collections.abc import Iterator
 import dagster as dg
 
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.users.accounts import PLATFORMS
 from sync_pipeline.defs.users.partitions import users
 from sync_pipeline.defs.users.scores import (
     CONSISTENCY,
@@ -13,13 +12,14 @@ from sync_pipeline.defs.users.scores import (
     compute_user,
     refresh_scores,
 )
+from sync_pipeline.sources import PLATFORMS, SOURCES
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             CONSISTENCY,
-            deps=[dg.AssetKey(f"{p}_daily_activity") for p in PLATFORMS],
+            deps=[SOURCES[p].asset_key for p in PLATFORMS],
             description="Active days, current and longest streak, 7/30-day rates over every "
             "platform (recomputed in the run that syncs any of the user's platforms).",
             group_name="consistency",

@@ -20,8 +20,8 @@ from sync_pipeline.core.models import DailyActivity, PlatformConnection
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
-from sync_pipeline.defs.github.assets import github_daily_activity
 from sync_pipeline.defs.github.resources import GitHubResource
+from sync_pipeline.defs.github.source import github_defs
 from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY
 from sync_pipeline.sandbox.github import GitHubSandboxConfig, GitHubSandboxState, create_app
@@ -391,14 +391,14 @@ def test_materialize_partition_end_to_end(env: Env) -> None:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", ["guido"])
         result = dg.materialize(
-            [github_daily_activity],
+            [github_defs.asset],
             resources={"github": client},
             partition_key="guido",
             instance=instance,
         )
         assert result.success
         mats = result.asset_materializations_for_node("github_daily_activity")
-        [mat] = [m for m in mats if m.asset_key == github_daily_activity.key]
+        [mat] = [m for m in mats if m.asset_key == github_defs.asset.key]
         md: dict[str, Any] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
         stored = rows(client.app_db.url, "guido")
         assert md["status"] == "succeeded"

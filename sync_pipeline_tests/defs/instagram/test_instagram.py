@@ -19,8 +19,8 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import DailyActivity, PlatformConnection
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
-from sync_pipeline.defs.instagram.assets import instagram_daily_activity
 from sync_pipeline.defs.instagram.resources import InstagramResource
+from sync_pipeline.defs.instagram.source import instagram_defs
 from sync_pipeline.defs.users.accounts import disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY, CONSISTENCY_PUBLIC
 from sync_pipeline_tests.platforms import Box, join
@@ -327,7 +327,7 @@ def test_materialize_partition_end_to_end(
     instance.add_dynamic_partitions("users", ["ana"])
 
     result = dg.materialize(
-        [instagram_daily_activity],
+        [instagram_defs.asset],
         resources={"instagram": ig},
         partition_key="ana",
         instance=instance,
@@ -335,8 +335,8 @@ def test_materialize_partition_end_to_end(
 
     assert result.success
     events = {e.asset_key: e for e in result.get_asset_materialization_events()}
-    assert set(events) == {instagram_daily_activity.key, CONSISTENCY, CONSISTENCY_PUBLIC}
-    own = events[instagram_daily_activity.key].materialization
+    assert set(events) == {instagram_defs.asset.key, CONSISTENCY, CONSISTENCY_PUBLIC}
+    own = events[instagram_defs.asset.key].materialization
     md: dict[str, Any] = {k: v.value for k, v in own.metadata.items()}
     expected = truth(box, account, "America/New_York", backfill_days("America/New_York"))
     assert md["status"] == "succeeded"

@@ -13,9 +13,9 @@ from sync_pipeline.core import priorities
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import Athlete, OAuthToken, StravaActivity, SyncState
 from sync_pipeline.core.tokens import forget_cached_tokens
-from sync_pipeline.defs.strava.assets import strava_activities
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES, strava_defs
 from sync_pipeline_tests.conftest import Sandbox, connect
 
 
@@ -26,7 +26,7 @@ def materialize(
     if not instance.has_dynamic_partition("strava_athletes", str(athlete_id)):
         instance.add_dynamic_partitions(strava_athletes.name or "", [str(athlete_id)])
     return dg.materialize(
-        [strava_activities],
+        [strava_defs.asset],
         partition_key=str(athlete_id),
         resources={"strava": strava},
         instance=instance,
@@ -49,7 +49,11 @@ def stored(db_url: str, athlete_id: int) -> list[tuple[int, str | None]]:
 
 def metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
     """Metadata values of the run's materialization of strava_activities."""
-    [mat] = result.asset_materializations_for_node("strava_activities")
+    [mat] = [
+        m
+        for m in result.asset_materializations_for_node("strava_activities")
+        if m.asset_key == STRAVA_ACTIVITIES
+    ]
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 

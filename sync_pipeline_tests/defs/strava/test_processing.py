@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, StravaStream, StreetNodeHit, StreetProgress
-from sync_pipeline.defs.strava.assets import STREET_PROGRESS, strava_activities
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.defs.strava.source import STREET_PROGRESS, strava_defs
 from sync_pipeline.defs.strava.streets import load_network
 from sync_pipeline.defs.strava.sync import SyncOutcome, delete_activity, sync_athlete
 from sync_pipeline.sandbox.strava.city import write_streets_geojson
@@ -148,7 +148,7 @@ def test_the_run_logs_street_progress_on_the_athletes_partition(
     instance.add_dynamic_partitions(strava_athletes.name or "", [str(athlete)])
 
     result = dg.materialize(
-        [strava_activities],
+        [strava_defs.asset],
         partition_key=str(athlete),
         resources={"strava": strava},
         instance=instance,

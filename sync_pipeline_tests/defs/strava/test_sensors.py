@@ -10,38 +10,31 @@ import pytest
 from sqlalchemy import insert
 
 from sync_pipeline.core import batching, priorities
+from sync_pipeline.core.batching import shard_of
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import Athlete, utcnow
-from sync_pipeline.defs.strava import schedules
-from sync_pipeline.defs.strava.assets import (
-    STRAVA_ACTIVITIES,
-    strava_athlete_sync,
-    strava_sweep_job,
+from sync_pipeline.core.source import DEAD_LETTER_CHECK
+from sync_pipeline.defs.automation.sensors import (
+    health_sensor,
+    parked_sensor,
+    partitions_sensor,
+    retry_sensor,
 )
 from sync_pipeline.defs.strava.athletes import disconnect
 from sync_pipeline.defs.strava.resources import StravaResource
-from sync_pipeline.defs.strava.sensors import (
-    strava_athletes_sensor,
-    strava_parked_sensor,
-    strava_retry_sensor,
-)
+from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES, strava_defs
 from sync_pipeline.defs.strava.sync import SOURCE, sync_athlete
+from sync_pipeline_tests import sensors
 from sync_pipeline_tests.conftest import Sandbox, connect
+from sync_pipeline_tests.sensors import apply
 
-
-def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
-    """Apply a sensor's partition requests the way the daemon does."""
-    for req in result.dynamic_partitions_requests or []:
-        if isinstance(req, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        else:
-            for key in req.partition_keys:
-                instance.delete_dynamic_partition(req.partitions_def_name, key)
+strava_athlete_sync = strava_defs.single_job
+strava_sweep_job = strava_defs.sweep_job
+weekly_full_sync, incremental_sync = strava_defs.schedules
 
 
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, strava: StravaResource) -> Any:
-    with dg.build_sensor_context(instance=instance, resources={"strava": strava}) as ctx:
-        return sensor(ctx)
+    return sensors.tick(sensor, instance, strava.app_db, strava=strava)
 
 
 def insert_athletes(db_url: str, athlete_ids: list[int]) -> None:
@@ -63,22 +56,22 @@ def test_partition_sensor_adds_and_removes_athletes(
 ) -> None:
     a, b = connect(strava, sandbox, 2), connect(strava, sandbox, 0)
 
-    result = tick(strava_athletes_sensor, instance, strava)
+    result = tick(partitions_sensor, instance, strava)
 
     assert isinstance(result, dg.SensorResult)
     [add] = result.dynamic_partitions_requests or []
     assert isinstance(add, dg.AddDynamicPartitionsRequest)
     assert list(add.partition_keys) == [str(a), str(b)]
     assert [(r.partition_key, r.run_key) for r in result.run_requests or []] == [
-        (str(a), f"first-sync-{a}"),
-        (str(b), f"first-sync-{b}"),
+        (str(a), f"first-sync-strava-{a}"),
+        (str(b), f"first-sync-strava-{b}"),
     ]
     first = (result.run_requests or [])[0]
     assert first.tags[priorities.PRIORITY_TAG] == str(priorities.NEW_USER)
     assert first.run_config["ops"]["strava_activities"]["config"]["full"] is True
     apply(instance, result)
 
-    assert isinstance(tick(strava_athletes_sensor, instance, strava), dg.SkipReason)
+    assert isinstance(tick(partitions_sensor, instance, strava), dg.SkipReason)
 
     # `a` was synced by a single-partition run; disconnecting removes the partition and
     # what Dagster remembers of it.
@@ -86,7 +79,7 @@ def test_partition_sensor_adds_and_removes_athletes(
 
     assert materialize(instance, strava, a).success
     assert disconnect(strava, a)
-    result = tick(strava_athletes_sensor, instance, strava)
+    result = tick(partitions_sensor, instance, strava)
     assert isinstance(result, dg.SensorResult)
     [delete] = result.dynamic_partitions_requests or []
     assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
@@ -107,11 +100,11 @@ def test_a_few_new_athletes_get_one_first_sync_run_each(
     ids = spread_ids(joining)
     insert_athletes(strava.app_db.url, ids)
 
-    result = tick(strava_athletes_sensor, instance, strava)
+    result = tick(partitions_sensor, instance, strava)
 
     assert isinstance(result, dg.SensorResult)
     assert [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests or []] == [
-        (strava_athlete_sync.name, str(a), f"first-sync-{a}") for a in ids
+        (strava_athlete_sync.name, str(a), f"first-sync-strava-{a}") for a in ids
     ]
 
 
@@ -121,7 +114,7 @@ def test_many_new_athletes_get_batched_first_syncs(
     ids = spread_ids(1_050)
     insert_athletes(strava.app_db.url, ids)
 
-    result = tick(strava_athletes_sensor, instance, strava)
+    result = tick(partitions_sensor, instance, strava)
 
     assert isinstance(result, dg.SensorResult)
     [add] = result.dynamic_partitions_requests or []
@@ -130,7 +123,7 @@ def test_many_new_athletes_get_batched_first_syncs(
     runs = result.run_requests or []
     assert len(runs) == 3
     assert {r.job_name for r in runs} == {strava_sweep_job.name}
-    assert {j.name for j in strava_athletes_sensor.jobs} == {
+    assert {j.name for j in partitions_sensor.jobs} >= {
         strava_athlete_sync.name,
         strava_sweep_job.name,
     }
@@ -139,32 +132,32 @@ def test_many_new_athletes_get_batched_first_syncs(
     assert {r.tags[priorities.LANE_TAG] for r in runs} == {"batch"}
     assert {r.tags[priorities.SOURCE_LANE_TAG] for r in runs} == {"strava/batch"}
     configs = [r.run_config["ops"]["strava_sweep"]["config"] for r in runs]
-    assert {c["mode"] for c in configs} == {"full"}
-    covered = [a for c in configs for a in c["athletes"]]
+    assert {c["full"] for c in configs} == {True}
+    covered = [int(a) for c in configs for a in c["keys"]]
     assert sorted(covered) == ids  # every new athlete exactly once
-    assert all(len(c["athletes"]) <= batching.SWEEP_BATCH for c in configs)
+    assert all(len(c["keys"]) <= batching.SWEEP_BATCH for c in configs)
     for run in runs:
         assert dg.validate_run_config(strava_sweep_job, run.run_config)
     assert len({r.run_key for r in runs}) == 3
 
     # Evaluated again before the daemon applied anything: the same run keys (Dagster skips
     # run keys it has seen); once the partitions exist, nothing is requested at all.
-    again = tick(strava_athletes_sensor, instance, strava)
+    again = tick(partitions_sensor, instance, strava)
     assert isinstance(again, dg.SensorResult)
     assert [r.run_key for r in again.run_requests or []] == [r.run_key for r in runs]
     apply(instance, result)
-    assert isinstance(tick(strava_athletes_sensor, instance, strava), dg.SkipReason)
+    assert isinstance(tick(partitions_sensor, instance, strava), dg.SkipReason)
 
 
 def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
     instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
 ) -> None:
     good1, bad, good2 = (connect(strava, sandbox, n) for n in (3, 4, 5))
-    apply(instance, tick(strava_athletes_sensor, instance, strava))
+    apply(instance, tick(partitions_sensor, instance, strava))
     sandbox.state.inject_fault("revoked", athlete_id=bad)
 
     result = strava_sweep_job.execute_in_process(
-        run_config={"ops": {"strava_sweep": {"config": {"mode": "full"}}}},
+        run_config={"ops": {"strava_sweep": {"config": {"full": True}}}},
         resources={"strava": strava},
         instance=instance,
     )
@@ -180,11 +173,11 @@ def test_sweep_isolates_failures_and_hands_them_to_retry_sensor(
     assert [o.partition for o in obs] == [str(bad)]
     assert obs[0].metadata["error_class"].value == "needs_reconnect"
 
-    retry = tick(strava_retry_sensor, instance, strava)
+    retry = tick(retry_sensor, instance, strava)
     assert isinstance(retry, dg.SensorResult)
     [req] = retry.run_requests or []
     assert req.partition_key == str(bad)
-    assert req.run_key == f"retry-{bad}-1"
+    assert req.run_key == f"retry-strava-{bad}-1"
     assert req.tags[priorities.PRIORITY_TAG] == str(priorities.RETRY)
 
     # The sweep skips athletes who must reconnect: no API call for them next time.
@@ -249,15 +242,15 @@ def test_parked_sensor_requests_due_work(
     # Resets within the inline wait: requested now, so the run is waiting when it comes.
     cp.park(str(c), until=utcnow() + dt.timedelta(seconds=10), reason="budget", mode="full")
 
-    result = tick(strava_parked_sensor, instance, strava)
+    result = tick(parked_sensor, instance, strava)
 
     assert isinstance(result, dg.SensorResult)
     [req] = result.run_requests or []
     assert req.run_config["ops"]["strava_sweep"]["config"] == {
-        "mode": "full",
-        "athletes": sorted([a, c]),
+        "full": True,
+        "keys": sorted([str(a), str(c)]),
     }
-    again = tick(strava_parked_sensor, instance, strava)
+    again = tick(parked_sensor, instance, strava)
     assert isinstance(again, dg.SensorResult)
     assert (again.run_requests or [])[0].run_key == req.run_key  # deduplicated by Dagster
 
@@ -279,14 +272,14 @@ def test_sweep_schedules_shard_athletes(
     with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=when, resources={"strava": strava}
     ) as ctx:
-        result = schedules.strava_weekly_full_sync(ctx)
+        result = weekly_full_sync(ctx)
 
     if shards == 0:
         assert isinstance(result, dg.SkipReason)
         return
     assert isinstance(result, list)
     assert [r.run_config["ops"]["strava_sweep"]["config"] for r in result] == [
-        {"mode": "full", "shard": i, "shards": shards} for i in range(shards)
+        {"full": True, "shard": i, "shards": shards} for i in range(shards)
     ]
     assert {r.tags[priorities.PRIORITY_TAG] for r in result} == {str(priorities.BATCH)}
     assert len({r.run_key for r in result}) == shards
@@ -302,26 +295,26 @@ def test_sweep_schedule_runs_cover_every_athlete_once(
     with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=when, resources={"strava": strava}
     ) as ctx:
-        result = schedules.strava_incremental_sync(ctx)
+        result = incremental_sync(ctx)
 
     assert isinstance(result, list)
     assert len(result) == batching.sweep_shards(athletes) <= batching.MAX_SWEEP_RUNS
     configs = [r.run_config["ops"]["strava_sweep"]["config"] for r in result]
-    covering = {a: [c for c in configs if a % c["shards"] == c["shard"]] for a in ids}
+    covering = {a: [c for c in configs if shard_of(str(a), c["shards"]) == c["shard"]] for a in ids}
     assert {a: len(runs) for a, runs in covering.items()} == dict.fromkeys(ids, 1)
 
 
 def test_schedule_cadences() -> None:
-    assert schedules.strava_weekly_full_sync.cron_schedule == "0 2 * * 1"
-    assert schedules.strava_weekly_full_sync.execution_timezone == "UTC"
-    assert schedules.strava_incremental_sync.cron_schedule == "0 */6 * * *"
+    assert weekly_full_sync.name == "strava_weekly_full_sync"
+    assert weekly_full_sync.cron_schedule == "0 2 * * 1"
+    assert weekly_full_sync.execution_timezone == "UTC"
+    assert incremental_sync.name == "strava_incremental_sync"
+    assert incremental_sync.cron_schedule == "0 */6 * * *"
 
 
 def test_dead_letter_recorded_checked_and_observed(
     instance: dg.DagsterInstance, strava: StravaResource, sandbox: Sandbox
 ) -> None:
-    from sync_pipeline.defs.strava.checks import DEAD_LETTER_CHECK
-    from sync_pipeline.defs.strava.sensors import strava_health_sensor
     from sync_pipeline_tests.defs.strava.test_assets import materialize
 
     ok, revoked = connect(strava, sandbox, 2), connect(strava, sandbox, 2)
@@ -334,9 +327,9 @@ def test_dead_letter_recorded_checked_and_observed(
     assert dead.last_error_class == "needs_reconnect"
     assert dead.first_failure_at is not None
 
-    result = tick(strava_health_sensor, instance, strava)
+    result = tick(health_sensor, instance, strava)
     assert isinstance(result, dg.SensorResult)
-    observation, check = result.asset_events
+    observation, check = sensors.of_source(result, "strava")
     assert isinstance(observation, dg.AssetObservation)
     assert observation.metadata["dead_letters"].value == 1
     assert observation.metadata["needs_reconnect"].value == 1
@@ -360,21 +353,14 @@ def test_dead_letter_recorded_checked_and_observed(
 def health_tick(
     instance: dg.DagsterInstance, strava: StravaResource, cursor: str | None = None
 ) -> dg.SensorResult | dg.SkipReason:
-    from sync_pipeline.defs.strava.sensors import strava_health_sensor
-
-    with dg.build_sensor_context(
-        instance=instance, resources={"strava": strava}, cursor=cursor
-    ) as ctx:
-        result = strava_health_sensor(ctx)
+    result = sensors.tick(health_sensor, instance, strava.app_db, cursor=cursor, strava=strava)
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     return result
 
 
 def event_kinds(result: dg.SensorResult | dg.SkipReason) -> list[str]:
-    """Class names of the events a health tick emitted ([] for a skip)."""
-    if isinstance(result, dg.SkipReason):
-        return []
-    return [type(e).__name__ for e in result.asset_events]
+    """Class names of the Strava events a health tick emitted ([] for a skip)."""
+    return [type(e).__name__ for e in sensors.of_source(result, "strava")]
 
 
 def aged(cursor: str | None, seconds: float) -> str:
@@ -382,7 +368,9 @@ def aged(cursor: str | None, seconds: float) -> str:
     import json
 
     state = json.loads(cursor or "{}")
-    state["observed_at"] -= seconds
+    strava = json.loads(state["strava"])
+    strava["observed_at"] -= seconds
+    state["strava"] = json.dumps(strava)
     return json.dumps(state)
 
 
@@ -411,10 +399,10 @@ def test_health_sensor_records_only_what_changed(
 
     assert event_kinds(second) == emitted
     if isinstance(second, dg.SensorResult):
-        figures = second.asset_events[0].metadata
+        figures = sensors.of_source(second, "strava")[0].metadata
         assert figures[f"partitions_{status}"].value == 1
         if status == "dead":
-            check = second.asset_events[1]
+            check = sensors.of_source(second, "strava")[1]
             assert isinstance(check, dg.AssetCheckEvaluation) and not check.passed
         # What was emitted is remembered: the tick after has nothing new to say.
         assert event_kinds(health_tick(instance, strava, second.cursor)) == []

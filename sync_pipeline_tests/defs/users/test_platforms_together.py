@@ -8,10 +8,10 @@ from collections.abc import Callable
 import dagster as dg
 
 from sync_pipeline.core.daily import DailyActivityClient
-from sync_pipeline.defs.instagram.assets import instagram_sweep_job
+from sync_pipeline.defs.instagram.source import instagram_defs
 from sync_pipeline.defs.users.partitions import users
 from sync_pipeline.defs.users.scores import CONSISTENCY, compute_user
-from sync_pipeline.defs.x.assets import x_sweep_job
+from sync_pipeline.defs.x.source import x_defs
 from sync_pipeline_tests.platforms import Box, join
 
 
@@ -19,7 +19,7 @@ def sweep(
     job: dg.JobDefinition, platform: str, client: DailyActivityClient, instance: dg.DagsterInstance
 ) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(
-        run_config={"ops": {f"{platform}_sweep": {"config": {"users": ["ana"]}}}},
+        run_config={"ops": {f"{platform}_sweep": {"config": {"keys": ["ana"]}}}},
         resources={platform: client},
         instance=instance,
     )
@@ -38,8 +38,8 @@ def test_one_platform_failing_leaves_the_others_green(
     # X is down for longer than the in-process retries last.
     x_box.control("/faults", {"kind": "5xx", "count": 1000, "path_contains": "/tweets"})
 
-    x_result = sweep(x_sweep_job, "x", x, instance)
-    ig_result = sweep(instagram_sweep_job, "instagram", ig, instance)
+    x_result = sweep(x_defs.sweep_job, "x", x, instance)
+    ig_result = sweep(instagram_defs.sweep_job, "instagram", ig, instance)
 
     # Batch runs succeed; the failure is the user's X partition, handed over for a retry run.
     assert x_result.success and ig_result.success

@@ -1,4 +1,4 @@
-"""users_sensor keeps the partition set equal to connected users; new users get first syncs."""
+"""The shared sensors on the platforms: `users` follows connected users, health, parked work."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ import pytest
 from sqlalchemy import insert
 
 from sync_pipeline.core import batching, priorities
+from sync_pipeline.core.batching import shard_of
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import AppUser, PlatformConnection
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.github.assets import github_sweep_job
+from sync_pipeline.core.source import sweep_requests
+from sync_pipeline.defs.automation.sensors import health_sensor, parked_sensor, partitions_sensor
+from sync_pipeline.defs.github.source import GITHUB, github_defs
 from sync_pipeline.defs.users.accounts import add_user, delete_user, disconnect
 from sync_pipeline.defs.users.partitions import users
-from sync_pipeline.defs.users.platform import shard_of, sweep_requests
-from sync_pipeline.defs.users.sensors import users_sensor
-from sync_pipeline_tests.defs.strava.test_sensors import apply
+from sync_pipeline_tests import sensors
+from sync_pipeline_tests.sensors import apply
+
+github_sweep_job = github_defs.sweep_job
 
 
 def connect_row(db_url: str, user: str, platform: str, state: str = "connected") -> None:
@@ -36,8 +40,7 @@ def connect_row(db_url: str, user: str, platform: str, state: str = "connected")
 
 def tick(instance: dg.DagsterInstance, db_url: str) -> dg.SensorResult | dg.SkipReason:
     app_db = AppDatabaseResource(url=db_url, token_key=generate_key())
-    with dg.build_sensor_context(instance=instance, resources={"app_db": app_db}) as ctx:
-        result = users_sensor(ctx)
+    result = sensors.tick(partitions_sensor, instance, app_db)
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     return result
 
@@ -123,14 +126,14 @@ def test_many_new_users_of_a_platform_get_batched_first_syncs(
     ]
     batches = [r for r in runs if r.job_name == "github_sweep_job"]
     assert len(batches) == 3
-    assert {j.name for j in users_sensor.jobs} >= {"github_sweep_job", "x_user_sync"}
+    assert {j.name for j in partitions_sensor.jobs} >= {"github_sweep_job", "x_user_sync"}
     assert {r.tags[priorities.PRIORITY_TAG] for r in batches} == {str(priorities.NEW_USER)}
     assert {r.tags[priorities.LANE_TAG] for r in batches} == {"batch"}
     assert {r.tags[priorities.SOURCE_TAG] for r in batches} == {"github"}
-    covered = [u for r in batches for u in r.run_config["ops"]["github_sweep"]["config"]["users"]]
+    covered = [u for r in batches for u in r.run_config["ops"]["github_sweep"]["config"]["keys"]]
     assert sorted(covered) == crowd  # every new user exactly once
     assert all(
-        len(r.run_config["ops"]["github_sweep"]["config"]["users"]) <= batching.SWEEP_BATCH
+        len(r.run_config["ops"]["github_sweep"]["config"]["keys"]) <= batching.SWEEP_BATCH
         for r in batches
     )
     for run in batches:
@@ -149,7 +152,8 @@ def test_platform_sweep_schedule_is_capped_and_covers_every_user_once(db_url: st
     connect_rows(db_url, crowd, "github")
 
     # The body of `github_sync_all` (the schedule reads its resource's database URL).
-    result = sweep_requests("github", "GitHub", db_url, dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC))
+    when = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+    result = sweep_requests(GITHUB, db_url, when, GITHUB.schedules[0])
 
     assert isinstance(result, list)
     assert len(result) == batching.sweep_shards(n) <= batching.MAX_SWEEP_RUNS
@@ -165,30 +169,22 @@ def test_platform_sweep_schedule_is_capped_and_covers_every_user_once(db_url: st
 def health_tick(
     platform: str, instance: dg.DagsterInstance, app_db: AppDatabaseResource, cursor: str | None
 ) -> dg.SensorResult | dg.SkipReason:
-    import importlib
-
-    sensor = getattr(
-        importlib.import_module(f"sync_pipeline.defs.{platform}.assets"),
-        f"{platform}_health_sensor",
-    )
-    with dg.build_sensor_context(
-        instance=instance, resources={"app_db": app_db}, cursor=cursor
-    ) as ctx:
-        result = sensor(ctx)
+    result = sensors.tick(health_sensor, instance, app_db, cursor=cursor)
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     return result
 
 
-def emitted(result: dg.SensorResult | dg.SkipReason) -> list[tuple[str, str]]:
-    """(event class, asset) of what a health tick emitted; [] for a skip."""
-    if isinstance(result, dg.SkipReason):
-        return []
-    return [(type(e).__name__, e.asset_key.to_user_string()) for e in result.asset_events]
+def emitted(result: dg.SensorResult | dg.SkipReason, platform: str) -> list[tuple[str, str]]:
+    """(event class, asset) of what a health tick emitted about `platform`; [] for none."""
+    return [
+        (type(e).__name__, e.asset_key.to_user_string())
+        for e in sensors.of_source(result, platform)
+    ]
 
 
-def check_result(result: dg.SensorResult) -> dg.AssetCheckEvaluation:
-    """The dead-letter check's evaluation a health tick emitted (its second event)."""
-    evaluation = result.asset_events[1]
+def check_result(result: dg.SensorResult, platform: str) -> dg.AssetCheckEvaluation:
+    """The platform's dead-letter check evaluation a health tick emitted (its second event)."""
+    evaluation = sensors.of_source(result, platform)[1]
     assert isinstance(evaluation, dg.AssetCheckEvaluation)
     return evaluation
 
@@ -204,50 +200,44 @@ def test_platform_health_sensor_records_changes_and_check_results_once(
     queue, activity = f"{platform}_sync_queue", f"{platform}_daily_activity"
     both = [("AssetObservation", queue), ("AssetCheckEvaluation", activity)]
     first = health_tick(platform, instance, app_db, None)
-    assert emitted(first) == both
+    assert emitted(first, platform) == both
     assert isinstance(first, dg.SensorResult)
-    assert emitted(idle := health_tick(platform, instance, app_db, first.cursor)) == []
-    assert isinstance(idle, dg.SkipReason)
+    assert emitted(health_tick(platform, instance, app_db, first.cursor), platform) == []
 
     with transaction(app_db.url) as s:  # a dead letter appears...
         s.add(SyncState(source=platform, partition_key="ana", status="dead"))
     failing = health_tick(platform, instance, app_db, first.cursor)
-    assert emitted(failing) == both
+    assert emitted(failing, platform) == both
     assert isinstance(failing, dg.SensorResult)
-    assert not check_result(failing).passed
-    assert emitted(health_tick(platform, instance, app_db, failing.cursor)) == []
+    assert not check_result(failing, platform).passed
+    assert emitted(health_tick(platform, instance, app_db, failing.cursor), platform) == []
 
     with transaction(app_db.url) as s:  # ...and is redriven successfully
         s.execute(update(SyncState).where(SyncState.source == platform).values(status="succeeded"))
     passing = health_tick(platform, instance, app_db, failing.cursor)
-    assert emitted(passing) == both
+    assert emitted(passing, platform) == both
     assert isinstance(passing, dg.SensorResult)
-    assert check_result(passing).passed
+    assert check_result(passing, platform).passed
     # Another platform's dead letters are not this sensor's news.
     with transaction(app_db.url) as s:
         s.add(SyncState(source="strava", partition_key="9", status="dead"))
-    assert emitted(health_tick(platform, instance, app_db, passing.cursor)) == []
+    assert emitted(health_tick(platform, instance, app_db, passing.cursor), platform) == []
 
 
-# ------------------------------------------------------ parked sensors: just before the reset
-
-CLIENTS = {
-    "github": ("sync_pipeline.defs.github.resources", "GitHubResource"),
-    "youtube": ("sync_pipeline.defs.youtube.resources", "YouTubeResource"),
-    "x": ("sync_pipeline.defs.x.resources", "XResource"),
-    "instagram": ("sync_pipeline.defs.instagram.resources", "InstagramResource"),
-}
+# ------------------------------------------------------ parked work: just before the reset
 
 
-@pytest.mark.parametrize("platform", list(CLIENTS))
+@pytest.mark.parametrize("platform", ["github", "youtube", "x", "instagram"])
 def test_platform_parked_sensor_requests_work_whose_reset_is_within_the_inline_wait(
     instance: dg.DagsterInstance, app_db: AppDatabaseResource, platform: str
 ) -> None:
-    import importlib
-
-    module, cls = CLIENTS[platform]
-    client = getattr(importlib.import_module(module), cls)(
-        app_db=app_db, client_id="id", client_secret="secret", max_inline_wait_seconds=30
+    placeholder = sensors.sensor_resources(app_db)[platform]
+    client = type(placeholder)(
+        app_db=app_db,
+        client_id="id",
+        client_secret="secret",
+        base_url=placeholder.base_url,
+        max_inline_wait_seconds=30,
     )
     cp = app_db.checkpoints(platform)
     now = dt.datetime.now(dt.UTC)
@@ -255,16 +245,10 @@ def test_platform_parked_sensor_requests_work_whose_reset_is_within_the_inline_w
         cp.claim(user, "t", dt.timedelta(minutes=1))
         cp.release(user, "t")
         cp.park(user, until=now + dt.timedelta(seconds=reset_in), reason="budget", mode="x")
-    sensor = getattr(
-        importlib.import_module(f"sync_pipeline.defs.{platform}.assets"),
-        f"{platform}_parked_sensor",
-    )
 
-    with dg.build_sensor_context(instance=instance, resources={platform: client}) as ctx:
-        result = sensor(ctx)
+    result = sensors.tick(parked_sensor, instance, app_db, **{platform: client})
 
-    assert isinstance(result, dg.SensorResult)
-    [req] = result.run_requests or []
+    [req] = sensors.of_source(result, platform)
     # Past resets and those the run can wait for in-process (30 s here); not the others.
-    assert req.run_config["ops"][f"{platform}_sweep"]["config"] == {"users": ["ana", "ben"]}
+    assert req.run_config["ops"][f"{platform}_sweep"]["config"] == {"keys": ["ana", "ben"]}
     assert req.tags[priorities.PRIORITY_TAG] == str(priorities.BATCH)

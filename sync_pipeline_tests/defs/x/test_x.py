@@ -22,8 +22,8 @@ from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.users.accounts import disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY, CONSISTENCY_PUBLIC
-from sync_pipeline.defs.x.assets import x_daily_activity
 from sync_pipeline.defs.x.resources import XResource
+from sync_pipeline.defs.x.source import x_defs
 from sync_pipeline_tests.platforms import CLIENT_ID, CLIENT_SECRET, Box, join
 
 TIMELINE = "GET /2/users/:id/tweets"
@@ -306,13 +306,13 @@ def test_materialize_partition_end_to_end(
     instance.add_dynamic_partitions("users", ["ana"])
 
     result = dg.materialize(
-        [x_daily_activity], resources={"x": x}, partition_key="ana", instance=instance
+        [x_defs.asset], resources={"x": x}, partition_key="ana", instance=instance
     )
 
     assert result.success
     events = {e.asset_key: e for e in result.get_asset_materialization_events()}
-    assert set(events) == {x_daily_activity.key, CONSISTENCY, CONSISTENCY_PUBLIC}
-    own = events[x_daily_activity.key].materialization
+    assert set(events) == {x_defs.asset.key, CONSISTENCY, CONSISTENCY_PUBLIC}
+    own = events[x_defs.asset.key].materialization
     md: dict[str, Any] = {k: v.value for k, v in own.metadata.items()}
     expected = truth(box, account, "Asia/Kolkata", backfill_days("Asia/Kolkata"))
     assert md["status"] == "succeeded"

@@ -23,8 +23,8 @@ from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY
-from sync_pipeline.defs.youtube.assets import youtube_daily_activity
 from sync_pipeline.defs.youtube.resources import YouTubeResource
+from sync_pipeline.defs.youtube.source import youtube_defs
 from sync_pipeline.sandbox.server import AppSlot, SandboxServer
 from sync_pipeline.sandbox.youtube import YouTubeSandboxConfig, YouTubeSandboxState, create_app
 
@@ -394,14 +394,14 @@ def test_materialize_partition_end_to_end(env: Env) -> None:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", ["radia"])
         result = dg.materialize(
-            [youtube_daily_activity],
+            [youtube_defs.asset],
             resources={"youtube": client},
             partition_key="radia",
             instance=instance,
         )
         assert result.success
         mats = result.asset_materializations_for_node("youtube_daily_activity")
-        [mat] = [m for m in mats if m.asset_key == youtube_daily_activity.key]
+        [mat] = [m for m in mats if m.asset_key == youtube_defs.asset.key]
         md: dict[str, Any] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
         stored = rows(client.app_db.url, "radia")
         assert md["status"] == "succeeded"
