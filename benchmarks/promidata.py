@@ -63,13 +63,16 @@ def serve_sandbox(families: int, port_file: str) -> None:
 # ----------------------------------------------------------------------------- contenders
 def run_pipeline(db_url: str, base_url: str, images: str) -> dict[str, Any]:
     """Child: the pipeline's three stages in this process."""
+    from sync_pipeline.core.crypto import generate_key
+    from sync_pipeline.core.resources import AppDatabaseResource
     from sync_pipeline.core.sync_runner import RunContext
     from sync_pipeline.defs.promidata.resources import PromidataResource
     from sync_pipeline.defs.promidata.storage import PromidataImageStorage
     from sync_pipeline.defs.promidata.sync import Limits, sync_supplier_direct
 
     started = time.monotonic()  # imports above are start-up, not sync
-    api = PromidataResource(base_url=base_url, timeout_seconds=60.0)
+    app_db = AppDatabaseResource(url=db_url, token_key=generate_key())
+    api = PromidataResource(app_db=app_db, base_url=base_url, timeout_seconds=60.0)
     storage = PromidataImageStorage(directory=images)
     result = sync_supplier_direct(
         api,

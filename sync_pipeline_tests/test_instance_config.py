@@ -26,7 +26,9 @@ def test_postgres_variant_is_dagster_yaml_plus_storage() -> None:
 
 
 def limits() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = load("dagster.yaml")["concurrency"]["runs"]["tag_concurrency_limits"]
+    found: list[dict[str, Any]] = load("dagster.yaml")["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     return found
 
 

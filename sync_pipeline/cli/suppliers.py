@@ -16,11 +16,12 @@ from sync_pipeline.cli import context
 from sync_pipeline.core import priorities
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import PromidataFailure, PromidataFamily, PromidataProgress
+from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT, PROMIDATA_PORT_OFFSET
 
 JOB = "promidata_supplier_sync"
 PARTITIONS = "promidata_suppliers"
 #: Default port of the Promidata sandbox (the Strava sandbox's default port + 5).
-SANDBOX_PORT = 8715
+SANDBOX_PORT = DEFAULT_SANDBOX_PORT + PROMIDATA_PORT_OFFSET
 
 
 def _db_url() -> str:
@@ -292,7 +293,14 @@ def _resources() -> tuple[Any, Any]:
     from sync_pipeline.defs.promidata.storage import storage_from_env
 
     s = context.settings()
-    return promidata_from_env(os.environ), storage_from_env(os.environ, str(s.home))
+    app_db = context.app_db(s)
+    if not os.environ.get("PROMIDATA_BASE_URL"):
+        raise click.ClickException(
+            "PROMIDATA_BASE_URL is not set: your Promidata profile URL "
+            "(https://promi-dl.de/Profiles/Live/<profile id>), or the sandbox's "
+            "(`sync-pipeline suppliers sandbox`); put it in .env."
+        )
+    return promidata_from_env(app_db, os.environ), storage_from_env(os.environ, str(s.home))
 
 
 @click.command("promidata")

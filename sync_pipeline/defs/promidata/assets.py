@@ -1,7 +1,9 @@
-"""Promidata: three assets per supplier (catalog → products → images), their job and check.
+"""Promidata's later stages as assets: products and images after the catalog, and a check.
 
-The stage functions are in `sync.py`; the assets only bind resources, report progress to the
-run's log and turn outcomes into events (`core.dagster_events.single_partition_events`).
+The catalog stage is the main asset of the source declaration (`source.py`), whose
+single-partition job `promidata_supplier_sync` runs these after it, each its own step in its
+own pool. The stage functions are in `sync.py`; the assets only bind resources, report
+progress to the run's log and turn outcomes into events.
 """
 
 import time
@@ -10,13 +12,11 @@ from typing import Any
 
 import dagster as dg
 
-from sync_pipeline.core import priorities
 from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
     run_is_finished,
     single_partition_events,
 )
-from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext
 from sync_pipeline.defs.promidata.partitions import promidata_suppliers
 from sync_pipeline.defs.promidata.resources import PromidataResource
@@ -25,13 +25,14 @@ from sync_pipeline.defs.promidata.sync import (
     Limits,
     ProgressFn,
     failures,
-    sync_catalog,
     sync_images,
     sync_products,
 )
 
 SOURCE = "promidata"
 GROUP = "promidata"
+#: The catalog stage: the main asset of the Promidata source declaration (source.py).
+CATALOG = dg.AssetKey("promidata_catalog")
 PROGRESS_LOG_SECONDS = 5.0
 RUN_MAX_RUNTIME = 4 * 3600
 Events = Iterator[dg.MaterializeResult | dg.AssetObservation]
@@ -73,40 +74,15 @@ def run_context(context: dg.AssetExecutionContext) -> RunContext:
     partitions_def=promidata_suppliers,
     group_name=GROUP,
     kinds={"promidata"},
-    pool="promidata_catalog",
-    retry_policy=RETRY_POLICY,
-    output_required=False,
-    metadata={"source": SOURCE},
-)
-def promidata_catalog(
-    context: dg.AssetExecutionContext, app_db: AppDatabaseResource, promidata: PromidataResource
-) -> Events:
-    """Import.txt read, families diffed by hash: new / changed / unchanged / removed."""
-    app_db.check()
-    outcome = sync_catalog(
-        promidata,
-        app_db.url,
-        context.partition_key,
-        run_context(context),
-        on_progress=progress_logger(context),
-    )
-    yield from single_partition_events(context.asset_key, outcome)
-
-
-@dg.asset(
-    partitions_def=promidata_suppliers,
-    group_name=GROUP,
-    kinds={"promidata"},
-    deps=[promidata_catalog],
+    deps=[CATALOG],
     pool="promidata_products",
     retry_policy=RETRY_POLICY,
     output_required=False,
     metadata={"source": SOURCE},
 )
-def promidata_products(
-    context: dg.AssetExecutionContext, app_db: AppDatabaseResource, promidata: PromidataResource
-) -> Events:
+def promidata_products(context: dg.AssetExecutionContext, promidata: PromidataResource) -> Events:
     """Changed families fetched and stored: product, variants, prices, texts, category."""
+    app_db = promidata.app_db
     app_db.check()
     outcome = sync_products(
         promidata,
@@ -131,11 +107,11 @@ def promidata_products(
 )
 def promidata_images(
     context: dg.AssetExecutionContext,
-    app_db: AppDatabaseResource,
     promidata: PromidataResource,
     promidata_image_storage: PromidataImageStorage,
 ) -> Events:
     """Images downloaded, deduplicated by content hash, stored and linked to their variants."""
+    app_db = promidata.app_db
     app_db.check()
     outcome = sync_images(
         promidata,
@@ -149,24 +125,12 @@ def promidata_images(
     yield from single_partition_events(context.asset_key, outcome)
 
 
-promidata_supplier_sync = dg.define_asset_job(
-    "promidata_supplier_sync",
-    selection=[promidata_catalog, promidata_products, promidata_images],
-    description="Sync one supplier: catalog, changed families, new images (manual priority).",
-    executor_def=dg.in_process_executor,
-    tags={
-        **priorities.job_tags(priorities.MANUAL, SOURCE),
-        "dagster/max_runtime": RUN_MAX_RUNTIME,
-    },
-)
-
-
 @dg.asset_check(
     asset=promidata_products, description="Fails while families or images are dead letters."
 )
-def promidata_no_dead_letters(app_db: AppDatabaseResource) -> dg.AssetCheckResult:
+def promidata_no_dead_letters(promidata: PromidataResource) -> dg.AssetCheckResult:
     """Dead family/image failures (bad data, retries exhausted) waiting for a redrive."""
-    dead = failures(app_db.url, dead_only=True)
+    dead = failures(promidata.app_db.url, dead_only=True)
     by_kind: dict[str, int] = {}
     for f in dead:
         by_kind[f.kind] = by_kind.get(f.kind, 0) + 1

@@ -18,6 +18,8 @@ from pydantic import Field
 from sync_pipeline.core.client import HttpResource, body_text
 from sync_pipeline.core.errors import NotFoundError, PermanentError, TransientError
 from sync_pipeline.core.http import CallStats
+from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.core.settings import Env
 
 DEFAULT_BASE_URL = "https://promi-dl.de/Profiles/Live"
 
@@ -39,6 +41,7 @@ class ImportTxt:
 class PromidataResource(HttpResource):
     """Promidata catalog files of a profile: per supplier Import.txt, product JSON, images."""
 
+    app_db: AppDatabaseResource
     base_url: str = Field(
         default=DEFAULT_BASE_URL,
         description="Profile URL (https://promi-dl.de/Profiles/Live/<profile id>) or a sandbox.",
@@ -106,9 +109,17 @@ class PromidataResource(HttpResource):
         return self.fetch(url, f"image {url.rsplit('/', 1)[-1]}", stats, self.image_timeout_seconds)
 
 
-def promidata_from_env(env: Mapping[str, str]) -> PromidataResource:
+def promidata_resource(app_db: AppDatabaseResource, read: Env) -> PromidataResource:
+    """The resource of the registry: PROMIDATA_BASE_URL (an EnvVar in the code location);
+    the CLI also reads the optional `PROMIDATA_*` limits when set."""
+    if read.values is None:
+        return PromidataResource(app_db=app_db, base_url=read("PROMIDATA_BASE_URL"))
+    return promidata_from_env(app_db, read.values)
+
+
+def promidata_from_env(app_db: AppDatabaseResource, env: Mapping[str, str]) -> PromidataResource:
     """The resource configured from `PROMIDATA_*` variables (defaults for unset ones)."""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"app_db": app_db}
     for name, var, cast in (
         ("base_url", "PROMIDATA_BASE_URL", str),
         ("family_concurrency", "PROMIDATA_FAMILY_CONCURRENCY", int),

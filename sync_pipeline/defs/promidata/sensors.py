@@ -1,4 +1,7 @@
-"""Promidata automation: suppliers → partitions, Import.txt polling, the nightly sync."""
+"""Promidata automation: Import.txt polling and the nightly sync of every supplier.
+
+Partitions follow the configured suppliers through the shared `partitions_sensor` (the
+source's partition set), which also requests each new supplier's first sync."""
 
 import dagster as dg
 
@@ -6,34 +9,15 @@ from sync_pipeline.core import priorities
 from sync_pipeline.core.errors import SyncError
 from sync_pipeline.core.http import CallStats
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.defs.promidata.assets import SOURCE, promidata_supplier_sync
+from sync_pipeline.defs.promidata.assets import SOURCE
 from sync_pipeline.defs.promidata.partitions import promidata_suppliers
 from sync_pipeline.defs.promidata.resources import PromidataResource
+from sync_pipeline.defs.promidata.source import promidata_defs
 from sync_pipeline.defs.promidata.sync import list_suppliers
 
 POLL_INTERVAL_SECONDS = 300
-
-
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the promidata_suppliers partitions equal to the configured suppliers.",
-)
-def promidata_suppliers_sensor(
-    context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
-) -> dg.SensorResult | dg.SkipReason:
-    """Adds partitions of new suppliers and deletes those of removed ones."""
-    configured = {s.code for s in list_suppliers(app_db.url)}
-    known = set(context.instance.get_dynamic_partitions(promidata_suppliers.name or ""))
-    added, removed = sorted(configured - known), sorted(known - configured)
-    if not added and not removed:
-        return dg.SkipReason(f"{len(known)} supplier partitions, all configured")
-    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    if added:
-        requests.append(promidata_suppliers.build_add_request(added))
-    if removed:
-        requests.append(promidata_suppliers.build_delete_request(removed))
-    return dg.SensorResult(dynamic_partitions_requests=requests)
+#: The single-supplier job of the source declaration: catalog, then products and images.
+promidata_supplier_sync = promidata_defs.single_job
 
 
 @dg.sensor(

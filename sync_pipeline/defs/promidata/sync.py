@@ -62,7 +62,9 @@ from sync_pipeline.defs.promidata.resources import PromidataResource
 from sync_pipeline.defs.promidata.storage import ImageRejectedError, PromidataImageStorage
 
 STAGES = ("catalog", "products", "images")
-SOURCES = {stage: f"promidata_{stage}" for stage in STAGES}
+#: Sync-state namespaces of the stages: the catalog is the source's main asset ("promidata",
+#: covered by the shared retry, health and dead-letter machinery), the later stages own theirs.
+SOURCES = {"catalog": "promidata", "products": "promidata_products", "images": "promidata_images"}
 LEASE_TTL = dt.timedelta(minutes=10)
 ProgressFn = Callable[[dict[str, Any]], None]
 

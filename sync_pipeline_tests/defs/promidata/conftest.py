@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sync_pipeline.core.crypto import generate_key
+from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext
 from sync_pipeline.defs.promidata.resources import PromidataResource
 from sync_pipeline.defs.promidata.storage import PromidataImageStorage
@@ -76,6 +78,7 @@ def promidata(db_url: str, tmp_path: Path) -> Iterator[Promidata]:
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
         api = PromidataResource(
+            app_db=AppDatabaseResource(url=db_url, token_key=generate_key()),
             base_url=server.url,
             timeout_seconds=5.0,
             connect_timeout_seconds=2.0,

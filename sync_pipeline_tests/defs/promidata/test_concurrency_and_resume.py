@@ -46,12 +46,15 @@ def test_two_runs_together_keep_3_families_and_10_images_in_flight(promidata: Pr
 CHILD = textwrap.dedent(
     """
     import sys
+    from sync_pipeline.core.crypto import generate_key
+    from sync_pipeline.core.resources import AppDatabaseResource
     from sync_pipeline.core.sync_runner import RunContext
     from sync_pipeline.defs.promidata.resources import PromidataResource
     from sync_pipeline.defs.promidata.sync import Limits, sync_products
 
     db_url, base_url = sys.argv[1], sys.argv[2]
-    api = PromidataResource(base_url=base_url, timeout_seconds=10.0)
+    app_db = AppDatabaseResource(url=db_url, token_key=generate_key())
+    api = PromidataResource(app_db=app_db, base_url=base_url, timeout_seconds=10.0)
     sync_products(api, db_url, "BIG", RunContext(owner="doomed-run"), limits=Limits(families=2))
     """
 )

@@ -9,21 +9,18 @@ import pytest
 
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.defs.automation.sensors import partitions_sensor
 from sync_pipeline.defs.promidata.assets import (
-    promidata_catalog,
     promidata_images,
     promidata_no_dead_letters,
     promidata_products,
 )
-from sync_pipeline.defs.promidata.sensors import (
-    promidata_import_sensor,
-    promidata_nightly,
-    promidata_suppliers_sensor,
-)
+from sync_pipeline.defs.promidata.sensors import promidata_import_sensor, promidata_nightly
+from sync_pipeline.defs.promidata.source import PROMIDATA, promidata_defs
 from sync_pipeline.defs.promidata.sync import add_supplier, remove_supplier
 from sync_pipeline_tests.defs.promidata.conftest import Promidata
 
-ASSETS = [promidata_catalog, promidata_products, promidata_images]
+ASSETS = [promidata_defs.asset, promidata_products, promidata_images]
 POOLS = {"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
 
 
@@ -38,7 +35,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 def resources(box: Promidata) -> dict[str, Any]:
     """Resources of the assets, pointed at the sandbox."""
     return {
-        "app_db": AppDatabaseResource(url=box.db_url, token_key=generate_key()),
+        "app_db": box.api.app_db,
         "promidata": box.api,
         "promidata_image_storage": box.storage,
     }
@@ -81,6 +78,22 @@ def test_the_assets_declare_their_pools() -> None:
     ]
 
 
+def test_the_declaration_builds_the_single_supplier_job() -> None:
+    job = promidata_defs.single_job
+    assert job.name == PROMIDATA.single_job_name == "promidata_supplier_sync"
+    defs = dg.Definitions(
+        assets=[*ASSETS],
+        jobs=[job],
+        resources={"promidata": object(), "promidata_image_storage": object()},
+    )
+    resolved = defs.resolve_job_def("promidata_supplier_sync")
+    assert {key.to_user_string() for key in resolved.asset_layer.selected_asset_keys} == {
+        "promidata_catalog",
+        "promidata_products",
+        "promidata_images",
+    }
+
+
 def test_a_dead_family_fails_the_check(promidata: Promidata, instance: dg.DagsterInstance) -> None:
     sku = sorted(promidata.expected("D170")["families"])[0]
     promidata.control(f"/suppliers/D170/families/{sku}/poison", {"kind": "missing_field"})
@@ -97,20 +110,28 @@ def test_a_dead_family_fails_the_check(promidata: Promidata, instance: dg.Dagste
     assert check.metadata["dead_letters"].value == 1
 
 
-def test_suppliers_sensor_keeps_partitions_equal_to_configured(
+def test_partitions_sensor_keeps_supplier_partitions_equal_to_configured(
     promidata: Promidata, instance: dg.DagsterInstance
 ) -> None:
     add_supplier(promidata.db_url, "NEW1")
     remove_supplier(promidata.db_url, "D170")
     app_db = AppDatabaseResource(url=promidata.db_url, token_key=generate_key())
     with dg.build_sensor_context(instance=instance, resources={"app_db": app_db}) as ctx:
-        result = promidata_suppliers_sensor(ctx)
+        result = partitions_sensor(ctx)
     assert isinstance(result, dg.SensorResult)
-    [add, delete] = result.dynamic_partitions_requests or []
+    requests = [
+        r
+        for r in result.dynamic_partitions_requests or []
+        if r.partitions_def_name == "promidata_suppliers"
+    ]
+    [delete, add] = requests
     assert isinstance(add, dg.AddDynamicPartitionsRequest)
     assert list(add.partition_keys) == ["NEW1"]
     assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
     assert list(delete.partition_keys) == ["D170"]
+    # the new supplier's first sync: the single-supplier job (all three stages)
+    [first] = [r for r in result.run_requests or [] if r.partition_key == "NEW1"]
+    assert first.job_name == "promidata_supplier_sync"
 
 
 def test_import_sensor_requests_only_changed_suppliers(
