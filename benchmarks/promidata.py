@@ -172,6 +172,20 @@ def reference_rows(doc: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]
     return variants, prices, texts, list(links.values())
 
 
+async def get(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """GET with the pipeline's transient retries (3, on connection errors and 5xx)."""
+    for attempt in range(4):
+        try:
+            response = await client.get(url, **kwargs)
+            if response.status_code < 500 or attempt == 3:
+                return response
+        except httpx.TransportError:
+            if attempt == 3:
+                raise
+        await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, Any]:
     """Child: asyncio + httpx + sqlite3 doing the same requests and writes."""
     conn = sqlite3.connect(db_path, isolation_level=None)
@@ -188,8 +202,10 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
         etag = conn.execute(
             "SELECT import_etag FROM promidata_suppliers WHERE code=?", (SUPPLIER,)
         ).fetchone()[0]
-        r = await client.get(
-            f"/{SUPPLIER}/Import/Import.txt", headers={"If-None-Match": etag} if etag else {}
+        r = await get(
+            client,
+            f"/{SUPPLIER}/Import/Import.txt",
+            headers={"If-None-Match": etag} if etag else {},
         )
         if r.status_code == 200:
             listed = {}
@@ -201,7 +217,7 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
                 if url.endswith(".json"):
                     listed[url.rsplit("/", 1)[-1][:-5]] = (url, digest)
                 elif url.endswith("/CAT.csv") and digest != cat_hash:
-                    cat = (await client.get(url)).text.splitlines()
+                    cat = (await get(client, url)).text.splitlines()
                     rows = [row.split(";") for row in cat if row]
                     conn.executemany(
                         "INSERT INTO promidata_categories VALUES (?,?,?) "
@@ -246,7 +262,7 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
 
         async def family(sku: str, url: str, listed_hash: str) -> None:
             async with fam_sem:
-                body = (await client.get(url)).content
+                body = (await get(client, url)).content
             if hashlib.sha1(body).hexdigest().upper() != listed_hash:
                 figures["families_failed"] += 1
                 return
@@ -284,7 +300,7 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
             path = root / sha[:2] / sha
             if not path.exists():
                 async with img_sem:
-                    data = (await client.get(url)).content
+                    data = (await get(client, url)).content
                 if hashlib.sha256(data).hexdigest() != sha or data[:3] not in (
                     b"\xff\xd8\xff",
                     b"\x89PN",
