@@ -56,6 +56,11 @@ class PromidataResource(HttpResource):
     )
     family_concurrency: int = Field(default=3, ge=1, description="Families in flight at once.")
     image_concurrency: int = Field(default=10, ge=1, description="Image transfers in flight.")
+    max_inline_wait_seconds: float = Field(
+        default=20.0,
+        description="Longest wait in-process for a reset; Promidata has no rate windows, so "
+        "its syncs never park (the shared parked sensor reads this of every source).",
+    )
     max_attempts: int = Field(
         default=3, ge=1, description="Runs that retry a failing family/image before it is dead."
     )
