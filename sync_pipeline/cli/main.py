@@ -13,6 +13,7 @@ from sync_pipeline.cli.db import db_group
 from sync_pipeline.cli.dead_letters import dead_letters
 from sync_pipeline.cli.dev import dev
 from sync_pipeline.cli.init import init, keygen
+from sync_pipeline.cli.outreach import campaigns, outreach, prospects
 from sync_pipeline.cli.sandbox import sandbox
 from sync_pipeline.cli.status import status
 from sync_pipeline.cli.suppliers import suppliers, sync_promidata
@@ -48,6 +49,9 @@ for command in (
 ):
     cli.add_command(command)
 sync.add_command(sync_promidata)
+cli.add_command(campaigns)
+cli.add_command(prospects)
+cli.add_command(outreach)
 
 if __name__ == "__main__":
     cli()
