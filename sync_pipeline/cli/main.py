@@ -16,6 +16,7 @@ from sync_pipeline.cli.init import init, keygen
 from sync_pipeline.cli.outreach import campaigns, outreach, prospects
 from sync_pipeline.cli.sandbox import sandbox
 from sync_pipeline.cli.status import status
+from sync_pipeline.cli.suppliers import suppliers, sync_promidata
 from sync_pipeline.cli.sync import sync
 from sync_pipeline.cli.users import users
 from sync_pipeline.cli.webhooks import webhooks
@@ -40,12 +41,14 @@ for command in (
     sync,
     dev,
     status,
+    suppliers,
     dead_letters,
     cleanup,
     users,
     webhooks,
 ):
     cli.add_command(command)
+sync.add_command(sync_promidata)
 cli.add_command(campaigns)
 cli.add_command(prospects)
 cli.add_command(outreach)

@@ -317,6 +317,191 @@ class StreetProgress(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ConcurrencySlot(Base):
+    """One held slot of a named limit shared by every run and host (see core.slots)."""
+
+    __tablename__ = "concurrency_slots"
+
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromidataSupplier(Base):
+    """A configured Promidata supplier (one partition) and its Import.txt validators."""
+
+    __tablename__ = "promidata_suppliers"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    import_etag: Mapped[str | None] = mapped_column(String(255))
+    import_last_modified: Mapped[str | None] = mapped_column(String(64))
+    import_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    import_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # SHA-1 of the CAT.csv last read (Import.txt lists it): unchanged categories are not re-read.
+    categories_hash: Mapped[str | None] = mapped_column(String(40))
+
+
+class PromidataFamily(Base):
+    """One product family (one Import.txt line, one JSON file) of a supplier."""
+
+    __tablename__ = "promidata_families"
+    __table_args__ = (Index("ix_promidata_families_supplier_status", "supplier", "status"),)
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    # Hash Import.txt lists now; `synced_hash` is the hash of the content stored.
+    listed_hash: Mapped[str] = mapped_column(String(40))
+    synced_hash: Mapped[str | None] = mapped_column(String(40))
+    # active | discontinued (no longer in Import.txt)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    supplier_sku: Mapped[str | None] = mapped_column(String(128))
+    ean: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    errors: Mapped[list[Any] | None] = mapped_column(JsonType)
+    warnings: Mapped[list[Any] | None] = mapped_column(JsonType)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_fetched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    discontinued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PromidataVariant(Base):
+    """A variant (child product) of a family, with its own SKU and EAN."""
+
+    __tablename__ = "promidata_variants"
+    __table_args__ = (Index("ix_promidata_variants_family", "supplier", "family_sku"),)
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    family_sku: Mapped[str] = mapped_column(String(128))
+    supplier_sku: Mapped[str | None] = mapped_column(String(128))
+    ean: Mapped[str | None] = mapped_column(String(32))
+    color: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromidataPrice(Base):
+    """One price tier of a variant in one region (buying or recommended selling price)."""
+
+    __tablename__ = "promidata_prices"
+
+    variant_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # buying | selling
+    quantity: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    price: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    vat_percent: Mapped[float | None] = mapped_column(Float)
+    minimum_order_quantity: Mapped[int | None] = mapped_column(Integer)
+
+
+class PromidataText(Base):
+    """Texts of a family or variant (by SKU) in one language."""
+
+    __tablename__ = "promidata_texts"
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    short_description: Mapped[str | None] = mapped_column(Text)
+    configuration: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+class PromidataCategory(Base):
+    """A category of CAT.csv (``code;name;parent_code``)."""
+
+    __tablename__ = "promidata_categories"
+
+    code: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    parent_code: Mapped[str | None] = mapped_column(String(255))
+
+
+class PromidataImage(Base):
+    """A stored image, keyed by the SHA-256 of its bytes (shared by every variant showing it)."""
+
+    __tablename__ = "promidata_images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    source_url: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromidataImageLink(Base):
+    """An image shown by a family or variant (the image row exists once it is stored)."""
+
+    __tablename__ = "promidata_image_links"
+    __table_args__ = (
+        Index("ix_promidata_image_links_image", "image_sha256"),
+        Index("ix_promidata_image_links_supplier", "supplier"),
+    )
+
+    owner_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    image_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)  # main | gallery
+    supplier: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class PromidataFailure(Base):
+    """A family or image that failed, with its reason; retried on its own until resolved."""
+
+    __tablename__ = "promidata_failures"
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # family | image
+    item: Mapped[str] = mapped_column(String(128), primary_key=True)  # SKU or image SHA-256
+    # The family hash (or image URL) that failed: a new hash is new work, not this failure.
+    version: Mapped[str | None] = mapped_column(Text)
+    # Dead: permanent, or retries exhausted; only a redrive or a new version retries it.
+    dead: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_class: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_failed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class PromidataProgress(Base):
+    """Where one stage of one supplier's sync is (the seed's job status), updated as it runs."""
+
+    __tablename__ = "promidata_progress"
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)  # catalog|products|images
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    # waiting | active | completed | failed
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    step: Mapped[str | None] = mapped_column(String(64))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    figures: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def percent(self) -> float:
+        """Share done, 0-100."""
+        return round(100.0 * self.done / self.total, 1) if self.total else 0.0
+
+
 class Campaign(Base):
     """An outreach campaign: sender mailbox, templates, follow-up steps and a daily send cap."""
 

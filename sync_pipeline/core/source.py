@@ -125,6 +125,13 @@ class SyncSource:
     queue_description: str = ""
     #: Rate windows the health figures show; by default the source's current budget rows.
     budget: Callable[[Any], list[WindowUsage]] | None = None
+    #: Dagster concurrency pool of the main asset's step (limits it across all runs).
+    pool: str | None = None
+    #: Assets run after the main asset in its single-partition job, each its own step (own
+    #: pool, own retries): later stages of a staged sync, e.g. Promidata's products and
+    #: images after its catalog. Sweeps run the main asset only; the stages find their
+    #: pending work in the app DB, so the next single run catches up.
+    downstream: tuple[dg.AssetsDefinition, ...] = ()
     #: The main asset's name when it is not `<name>_<entity>` (sources sharing a partition
     #: set whose assets are named after what they hold, e.g. outreach's `prospect_email`).
     asset_name: str = ""
@@ -218,7 +225,7 @@ class SourceDefs:
     def definitions(self) -> dg.Definitions:
         """As a Definitions object (what a defs module exposes)."""
         return dg.Definitions(
-            assets=[self.asset, self.queue],
+            assets=[self.asset, *self.source.downstream, self.queue],
             jobs=[self.single_job, self.sweep_job],
             schedules=list(self.schedules),
             asset_checks=[self.check],
@@ -378,6 +385,7 @@ def source_defs(source: SyncSource) -> SourceDefs:
         required_resource_keys={name},
         can_subset=bool(source.companions),
         op_tags={priorities.SOURCE_TAG: name},
+        pool=source.pool,
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -426,7 +434,9 @@ def source_defs(source: SyncSource) -> SourceDefs:
         source.single_job_name,
         # The dead-letter check is evaluated by health_sensor when its result changes, not
         # by a step in every run (~0.3 s each).
-        selection=dg.AssetSelection.assets(*[spec.key for spec in specs]).without_checks(),
+        selection=dg.AssetSelection.assets(
+            *[spec.key for spec in specs], *[key for a in source.downstream for key in a.keys]
+        ).without_checks(),
         description=f"Sync one {source.noun} from {title} (manual priority; the UI, "
         "`dagster job launch`, retries and first syncs use it).",
         executor_def=dg.in_process_executor,

@@ -16,13 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 import dagster as dg
-import httpx
 import pytest
 import yaml
 from dotenv import dotenv_values
@@ -63,6 +61,7 @@ from sync_pipeline_tests.cli.conftest import (
 from sync_pipeline_tests.conftest import CLIENT_ID, Sandbox
 from sync_pipeline_tests.defs.strava.test_processing import gps_activity
 from sync_pipeline_tests.platforms import Box
+from sync_pipeline_tests.serving import wait_for_server
 
 HEAD = db.head_revision()
 SANDBOX_PORT = 18710
@@ -1188,16 +1187,9 @@ def test_sandbox_serves_until_sigterm(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"{url}/_sandbox/athletes", timeout=2)
-                break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandbox did not start (exit {proc.poll()})")
-            time.sleep(0.1)  # polling a starting server, bounded by the deadline
+        response = wait_for_server(
+            f"{url}/_sandbox/athletes", proc, 60, what="the sandbox", ready=lambda r: True
+        )
         assert [a["id"] for a in response.json()] == [1001, 1002, 1003]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -1249,19 +1241,11 @@ def test_sandbox_serves_on_the_port_init_wrote(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                # the last sandbox started (the platforms start after Strava, in order)
-                response = httpx.get(f"http://127.0.0.1:{port + 4}/_sandbox/faults", timeout=2)
-                if response.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandboxes did not start (exit {proc.poll()})")
-            time.sleep(0.1)  # polling a starting server, bounded by the deadline
-        athletes = httpx.get(f"http://127.0.0.1:{port}/_sandbox/athletes", timeout=5).json()
+        # the last sandbox started (the platforms start after Strava, in order)
+        wait_for_server(f"http://127.0.0.1:{port + 4}/_sandbox/faults", proc, 60, what="sandboxes")
+        athletes = wait_for_server(
+            f"http://127.0.0.1:{port}/_sandbox/athletes", proc, 5, what="the Strava sandbox"
+        ).json()
         assert [a["id"] for a in athletes] == [1001, 1002]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -101,13 +101,18 @@ def test_a_killed_direct_sync_does_not_block_its_athlete(demo: Demo) -> None:
 
 
 def test_a_sync_held_off_by_a_live_run_fails_or_waits(demo: Demo) -> None:
-    # The first sync's first page takes 20 s: it holds the lease while the others start.
-    demo.fault(kind="slow", delay=20.0, count=1, path_contains="/athlete/activities")
+    # The first sync's first page takes 45 s: it holds the lease while the others start (both
+    # at once, so a slow machine's start-up time does not outlast the holder).
+    demo.fault(kind="slow", delay=45.0, count=1, path_contains="/athlete/activities")
     first = start_cli(demo.cwd, "sync", "strava", "--athlete", ATHLETE, "--direct")
     holder = demo.wait_for_lease(first)
 
+    waiting = start_cli(
+        demo.cwd, "sync", "strava", "--athlete", ATHLETE, "--direct", "--wait", "120"
+    )
     skipped = run_cli(demo.cwd, "sync", "strava", "--athlete", ATHLETE, "--direct")
-    waited = run_cli(demo.cwd, "sync", "strava", "--athlete", ATHLETE, "--direct", "--wait", "120")
+    waited_out, waited_err = waiting.communicate(timeout=180)
+    waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, waited_out, waited_err)
     _, first_err = first.communicate(timeout=120)
 
     assert skipped.returncode == 1

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from sync_pipeline_tests.cli.conftest import (
     start_cli,
 )
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
+from sync_pipeline_tests.serving import wait_for_server, wait_until
 from sync_pipeline_tests.webhooks.test_receiver import make_event
 
 BIN = Path(sys.executable).parent
@@ -52,18 +52,7 @@ def inbox(db_url: str) -> list[tuple[str, int, str, int, int, int]]:
 
 def wait_healthy(proc: subprocess.Popen[bytes] | subprocess.Popen[str], url: str) -> None:
     """Poll GET /healthz until 200; fail if the process exits or the deadline passes."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"the receiver exited with {proc.returncode} before serving")
-        if time.monotonic() > deadline:
-            pytest.fail(f"the receiver did not answer /healthz within {STARTUP_SECONDS} s")
-        time.sleep(0.1)  # polling a starting server, bounded by the deadline
+    wait_for_server(f"{url}/healthz", proc, STARTUP_SECONDS, what="the receiver")
 
 
 @dataclass
@@ -238,9 +227,7 @@ def test_subscribe_list_and_unsubscribe_at_the_sandbox(
     athlete = strava_env.state.add_athlete(0)
     invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
     [activity] = strava_env.state.add_activities(athlete, 1)
-    deadline = time.monotonic() + 10
-    while not inbox(cli_env.db_url) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the sandbox delivers from a background thread; bounded wait
+    wait_until(lambda: inbox(cli_env.db_url), 10, what="the pushed event in the inbox")
     assert inbox(cli_env.db_url) == [("strava", sub["id"], "create", activity, athlete, 1)]
 
     gone = invoke("webhooks", "unsubscribe", str(sub["id"])).stdout
