@@ -7,20 +7,12 @@ from typing import Any
 import dagster as dg
 
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.core.settings import Env
 from sync_pipeline.sources import SOURCES
 
 
 def sensor_resources(app_db: AppDatabaseResource, **clients: Any) -> dict[str, Any]:
-    """Every resource the shared sensors declare: the given clients, placeholders for the
-    other sources (sensors make no API call)."""
-    placeholders = Env(
-        {f"{n.upper()}_{k}": "unused" for n in SOURCES for k in ("CLIENT_ID", "CLIENT_SECRET")}
-    )
-    return {
-        "app_db": app_db,
-        **{n: clients.get(n) or s.resource(app_db, placeholders) for n, s in SOURCES.items()},
-    }
+    """What the shared sensors and a source's sensors read: the app database (and clients)."""
+    return {"app_db": app_db, **clients}
 
 
 def tick(
@@ -57,3 +49,11 @@ def of_source(result: Any, source: str) -> list[Any]:
         e for e in result.asset_events if e.asset_key.to_user_string().startswith(f"{source}_")
     ]
     return runs or events
+
+
+def of_group(result: Any, group: str) -> list[dg.RunRequest]:
+    """The run requests of every source of a group (e.g. the outreach job types)."""
+    names = {n for n, s in SOURCES.items() if s.group == group}
+    if not isinstance(result, dg.SensorResult):
+        return []
+    return [r for r in result.run_requests or [] if r.tags.get("sync_pipeline/source") in names]

@@ -27,7 +27,6 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipeline.core import batching, priorities
-from sync_pipeline.core.budget import WindowUsage
 from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.dagster_events import (
     RETRY_POLICY,
@@ -36,7 +35,7 @@ from sync_pipeline.core.dagster_events import (
     run_requested_at,
     single_partition_events,
 )
-from sync_pipeline.core.health import current_budget, dead_letter_check
+from sync_pipeline.core.health import dead_letter_check
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
@@ -123,8 +122,13 @@ class SyncSource:
     #: Events of assets downstream of a sync (recomputed in the same run) for these keys.
     after_sync: Callable[[Any, list[str]], Events] | None = None
     queue_description: str = ""
-    #: Rate windows the health figures show; by default the source's current budget rows.
-    budget: Callable[[Any], list[WindowUsage]] | None = None
+    #: Whether newly connected partitions get a first sync (later stages of a pipeline of
+    #: sources, e.g. outreach replies, wait for their own trigger).
+    first_sync: bool = True
+    #: How long before its reset parked work is re-requested: what a run may wait inline
+    #: (default: the clients' `max_inline_wait_seconds`, 20 s). 0 for work parked on a
+    #: schedule (backoff, business hours) that the run re-checks.
+    parked_lead_seconds: float = 20.0
     #: Dagster concurrency pool of the main asset's step (limits it across all runs).
     pool: str | None = None
     #: Assets run after the main asset in its single-partition job, each its own step (own
@@ -138,12 +142,6 @@ class SyncSource:
     #: Sync many partitions at once (one batched API call); sweeps use it instead of `sync`
     #: per partition. Each outcome is still its own partition's.
     sync_many: Callable[[Any, list[str], RunContext, Any], list[SyncOutcome]] | None = None
-
-    def budget_usage(self, client: Any) -> list[WindowUsage]:
-        """Used and left in the source's rate windows now."""
-        if self.budget is not None:
-            return self.budget(client)
-        return current_budget(client.app_db.url, self.name)
 
     @property
     def asset_key(self) -> dg.AssetKey:

@@ -9,7 +9,7 @@ import dagster as dg
 from sync_pipeline.core import batching
 from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.dagster_events import forget_partitions
-from sync_pipeline.core.health import dead_letter_check, health_events
+from sync_pipeline.core.health import current_budget, dead_letter_check, health_events
 from sync_pipeline.core.health import source_health as figures_of
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.source import (
@@ -20,8 +20,6 @@ from sync_pipeline.core.source import (
 )
 from sync_pipeline.sources import SOURCES, defs_of, partition_sets
 
-# The clients are declared as `required_resource_keys` and read from `context.resources`;
-# called directly (tests), Dagster also passes them as keyword arguments: `**_invoked_with`.
 JOBS = [job for name in SOURCES for job in (defs_of(name).single_job, defs_of(name).sweep_job)]
 
 
@@ -51,6 +49,8 @@ def partitions_sensor(
         if added:
             partition_requests.append(pset.definition.build_add_request(added))
             for s in sources:
+                if not s.first_sync:
+                    continue
                 syncable = set(s.sweep_keys(db_url))
                 to_sync = [k for k in added if k in syncable]
                 run_requests.extend(first_sync_requests(s, to_sync))
@@ -81,29 +81,24 @@ def retry_sensor(
     jobs=JOBS,
     minimum_interval_seconds=batching.PARKED_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    required_resource_keys=set(SOURCES),
 )
 def parked_sensor(
-    context: dg.SensorEvaluationContext, **_invoked_with: object
+    context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """Re-requests syncs parked on a spent rate budget just before their window resets."""
+    """Re-requests syncs parked on a spent rate budget just before their window resets (and
+    work parked by a backoff or a schedule when it is due)."""
     requests = []
-    for name, s in SOURCES.items():
-        client = getattr(context.resources, name)
-        lead = batching.parked_lead(client.max_inline_wait_seconds)
-        requests.extend(parked_requests(s, client.app_db.url, lead))
+    for s in SOURCES.values():
+        lead = batching.parked_lead(s.parked_lead_seconds)
+        requests.extend(parked_requests(s, app_db.url, lead))
     if not requests:
         return dg.SkipReason("no parked work due")
     return dg.SensorResult(run_requests=requests)
 
 
-@dg.sensor(
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    required_resource_keys={"app_db", *SOURCES},
-)
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def health_sensor(
-    context: dg.SensorEvaluationContext, **_invoked_with: object
+    context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
 ) -> dg.SensorResult | dg.SkipReason:
     """Reads every source's queue figures and dead letters each minute; records what changed.
 
@@ -112,7 +107,7 @@ def health_sensor(
     changed (`health_events`; the digests live in the cursor, one entry per source). Stored
     events are never purged, so unchanged figures are not stored again.
     """
-    db_url = context.resources.app_db.url
+    db_url = app_db.url
     try:
         cursors = json.loads(context.cursor) if context.cursor else {}
     except ValueError:
@@ -126,7 +121,7 @@ def health_sensor(
             db_url,
             name,
             needs_reconnect=s.needs_reconnect(db_url),
-            budget=s.budget_usage(getattr(context.resources, name)),
+            budget=current_budget(db_url, name),
         )
         result = health_events(
             cursors.get(name),

@@ -18,7 +18,6 @@ from pydantic import Field
 from sqlalchemy import or_, select
 
 from sync_pipeline.core import batching, priorities
-from sync_pipeline.core.dagster_events import forget_partitions
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import CrmSyncState, InboundMessage, Prospect, SyncState, utcnow
 from sync_pipeline.core.resources import AppDatabaseResource
@@ -28,9 +27,6 @@ from sync_pipeline.core.source import (
     SourceDefs,
     SweepSchedule,
     SyncSource,
-    first_sync_requests,
-    parked_requests,
-    retry_requests,
     source_defs,
 )
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
@@ -277,6 +273,9 @@ def _declare(
         resource=resource,  # type: ignore[arg-type]
         schedules=schedules,
         asset_name=asset,
+        # Parked outreach work waits for a backoff, business hours, a cap or a month's credits:
+        # requested when due (the run re-checks), not ahead of a rate window.
+        parked_lead_seconds=0.0,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -343,6 +342,7 @@ REPLY = _declare(
     reply_keys,
     inbox_resource,
     (),
+    first_sync=False,  # runs when mail arrives (outreach_replies_sensor)
 )
 CRM = _declare(
     SOURCE_CRM,
@@ -361,6 +361,7 @@ CRM = _declare(
         ),
     ),
     sync_many=_crm_many,
+    first_sync=False,  # the CRM row follows the prospect's state changes (its schedule)
 )
 OUTREACH_SOURCES: tuple[SyncSource, ...] = (WEBSITE, EMAIL, SEND, REPLY, CRM)
 BUILT: tuple[SourceDefs, ...] = tuple(source_defs(s) for s in OUTREACH_SOURCES)
@@ -400,64 +401,31 @@ inbox_schedule = dg.ScheduleDefinition(
 )
 
 
-@dg.sensor(jobs=JOBS, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def outreach_prospects_sensor(
-    context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
-) -> dg.SensorResult | dg.SkipReason:
-    """Keeps the `prospects` partitions equal to the prospects; new ones start enrichment."""
-    wanted = prospect_ids(app_db.url)
-    existing = set(context.instance.get_dynamic_partitions(prospects.name or ""))
-    added = [k for k in wanted if k not in existing]
-    removed = sorted(existing - set(wanted))
-    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    runs: list[dg.RunRequest] = []
-    if removed:
-        for s in OUTREACH_SOURCES:
-            forget_partitions(context.instance, s.asset_key, s.name, removed)
-        requests.append(prospects.build_delete_request(removed))
-    if added:
-        requests.append(prospects.build_add_request(added))
-        for s in (WEBSITE, EMAIL, SEND):
-            syncable = set(s.sweep_keys(app_db.url))
-            runs.extend(first_sync_requests(s, [k for k in added if k in syncable]))
-    if not requests:
-        return dg.SkipReason(f"prospects unchanged ({len(existing)})")
-    return dg.SensorResult(dynamic_partitions_requests=requests, run_requests=runs)
-
-
 @dg.sensor(
-    jobs=JOBS,
+    job=source_defs(REPLY).sweep_job,
     minimum_interval_seconds=batching.PARKED_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def outreach_queue_sensor(
+def outreach_replies_sensor(
     context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """New replies first (priority 1), then parked work whose wait is over (backoff, hours,
-    caps, credits) and work a batch run handed over for a retry."""
-    db_url = app_db.url
+    """New inbound mail becomes reply runs at the highest outreach priority (the seed's
+    process_reply 1); parked and handed-over work comes back through the shared sensors."""
     known = set(context.instance.get_dynamic_partitions(prospects.name or ""))
-    replies = [k for k in reply_keys(db_url) if k in known]
-    requests = [
-        dg.RunRequest(
-            job_name=REPLY.sweep_job_name,
-            run_key=batching.batch_run_key("replies", chunk),
-            run_config=REPLY.sweep_run_config(keys=chunk),
-            tags=priorities.run_tags(RUN_PRIORITY[SOURCE_REPLY], SOURCE_REPLY, "inbound_mail"),
-        )
-        for chunk in batching.chunked(replies, batching.SWEEP_BATCH)
-    ]
-    for s in OUTREACH_SOURCES:
-        requests.extend(parked_requests(s, db_url, dt.timedelta(0)))
-        requests.extend(retry_requests(s, db_url, known))
-    if not requests:
-        return dg.SkipReason("no new replies, parked or handed-over outreach work")
-    return dg.SensorResult(run_requests=requests)
-
-
-def outreach_resources(app_db: AppDatabaseResource, env: Env) -> dict[str, object]:
-    """The five job types' clients (resource key = source name)."""
-    return {s.name: s.resource(app_db, env) for s in OUTREACH_SOURCES}
+    replies = [k for k in reply_keys(app_db.url) if k in known]
+    if not replies:
+        return dg.SkipReason("no new replies")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                job_name=REPLY.sweep_job_name,
+                run_key=batching.batch_run_key("replies", chunk),
+                run_config=REPLY.sweep_run_config(keys=chunk),
+                tags=priorities.run_tags(RUN_PRIORITY[SOURCE_REPLY], SOURCE_REPLY, "inbound_mail"),
+            )
+            for chunk in batching.chunked(replies, batching.SWEEP_BATCH)
+        ]
+    )
 
 
 def _definitions() -> Iterator[dg.Definitions]:
@@ -471,12 +439,6 @@ defs = dg.Definitions.merge(
         assets=[outreach_inbox],
         jobs=[inbox_job],
         schedules=[inbox_schedule],
-        sensors=[outreach_prospects_sensor, outreach_queue_sensor],
-        resources=outreach_resources(
-            AppDatabaseResource(
-                url=dg.EnvVar("SYNC_DATABASE_URL"), token_key=dg.EnvVar("SYNC_TOKEN_KEY")
-            ),
-            Env(None),
-        ),
+        sensors=[outreach_replies_sensor],
     ),
 )

@@ -37,7 +37,6 @@ PROMIDATA = SyncSource(
     needs_reconnect=lambda db_url: 0,
     resource=promidata_resource,
     queue_description="Promidata supplier runs: queued, running, failed, dead letters.",
-    budget=lambda client: [],
     pool="promidata_catalog",
     downstream=(promidata_products, promidata_images),
 )

@@ -146,7 +146,6 @@ STRAVA = SyncSource(
     ],
     needs_reconnect=needs_reconnect_count,
     resource=strava_resource,
-    budget=lambda strava: strava.budget_usage(),
     options=StravaSyncOptions,
     single_options=StravaSyncConfig,
     has_full_mode=True,

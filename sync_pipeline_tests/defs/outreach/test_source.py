@@ -12,6 +12,7 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import Campaign
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.source import source_defs
+from sync_pipeline.defs.automation.sensors import partitions_sensor
 from sync_pipeline.defs.outreach.prospects import redrive
 from sync_pipeline.defs.outreach.resources import HunterResource, ImapResource, SmtpResource
 from sync_pipeline.defs.outreach.source import (
@@ -22,12 +23,12 @@ from sync_pipeline.defs.outreach.source import (
     OutreachInbox,
     OutreachMailer,
     outreach_inbox,
-    outreach_prospects_sensor,
-    outreach_queue_sensor,
+    outreach_replies_sensor,
     prospects,
 )
 from sync_pipeline.defs.outreach.sync import SOURCE_SEND, business_open, message_id
 from sync_pipeline.sandbox.mail.server import MailSandbox
+from sync_pipeline_tests import sensors
 from sync_pipeline_tests.defs.outreach.conftest import add_campaign
 from sync_pipeline_tests.outreach import SENDER
 from sync_pipeline_tests.sensors import apply
@@ -100,12 +101,11 @@ def test_sensors_add_partitions_send_and_turn_replies_into_runs(
 ) -> None:
     add_campaign(app_db.url)
     add_prospect("p1", email="hank@globex.test", timezone=_open_zone())
-    with dg.build_sensor_context(instance=instance, resources={"app_db": app_db}) as ctx:
-        result = outreach_prospects_sensor(ctx)
+    result = sensors.tick(partitions_sensor, instance, app_db)
     assert isinstance(result, dg.SensorResult)
     apply(instance, result)
     assert instance.get_dynamic_partitions("prospects") == ["p1"]
-    assert [r.job_name for r in result.run_requests or []] == [SEND.single_job_name]
+    assert [r.job_name for r in sensors.of_group(result, "outreach")] == [SEND.single_job_name]
 
     mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap)
     sent = dg.materialize(
@@ -127,8 +127,7 @@ def test_sensors_add_partitions_send_and_turn_replies_into_runs(
     inbox = OutreachInbox(app_db=app_db, imap=imap)
     polled = dg.materialize([outreach_inbox], resources={REPLY.name: inbox}, instance=instance)
     assert polled.success
-    with dg.build_sensor_context(instance=instance, resources={"app_db": app_db}) as ctx:
-        queued = outreach_queue_sensor(ctx)
+    queued = sensors.tick(outreach_replies_sensor, instance, app_db)
     assert isinstance(queued, dg.SensorResult)
     [run] = queued.run_requests or []
     assert run.job_name == REPLY.sweep_job_name

@@ -231,24 +231,16 @@ def test_platform_health_sensor_records_changes_and_check_results_once(
 def test_platform_parked_sensor_requests_work_whose_reset_is_within_the_inline_wait(
     instance: dg.DagsterInstance, app_db: AppDatabaseResource, platform: str
 ) -> None:
-    placeholder = sensors.sensor_resources(app_db)[platform]
-    client = type(placeholder)(
-        app_db=app_db,
-        client_id="id",
-        client_secret="secret",
-        base_url=placeholder.base_url,
-        max_inline_wait_seconds=30,
-    )
     cp = app_db.checkpoints(platform)
     now = dt.datetime.now(dt.UTC)
-    for user, reset_in in [("ana", -1), ("ben", 25), ("cy", 35), ("dan", 600)]:
+    for user, reset_in in [("ana", -1), ("ben", 15), ("cy", 25), ("dan", 600)]:
         cp.claim(user, "t", dt.timedelta(minutes=1))
         cp.release(user, "t")
         cp.park(user, until=now + dt.timedelta(seconds=reset_in), reason="budget", mode="x")
 
-    result = sensors.tick(parked_sensor, instance, app_db, **{platform: client})
+    result = sensors.tick(parked_sensor, instance, app_db)
 
     [req] = sensors.of_source(result, platform)
-    # Past resets and those the run can wait for in-process (30 s here); not the others.
+    # Past resets and those the run can wait for in-process (20 s); not the others.
     assert req.run_config["ops"][f"{platform}_sweep"]["config"] == {"keys": ["ana", "ben"]}
     assert req.tags[priorities.PRIORITY_TAG] == str(priorities.BATCH)
