@@ -51,7 +51,11 @@ def sync_strava(
 ) -> None:
     """Sync one athlete (--athlete ID) or all of them (--all)."""
     from sync_pipeline.core.batching import sweep_shards
-    from sync_pipeline.defs.strava.assets import strava_activities, strava_sweep_job
+    from sync_pipeline.defs.strava.assets import (
+        strava_activities,
+        strava_athlete_sync,
+        strava_sweep_job,
+    )
     from sync_pipeline.defs.strava.athletes import connected_athlete_ids
     from sync_pipeline.defs.strava.partitions import strava_athletes
 
@@ -82,12 +86,17 @@ def sync_strava(
                 _direct.wait_for_lease(
                     strava.app_db, "strava", str(athlete_id), instance, wait_seconds
                 )
-                result = dg.materialize(
-                    [strava_activities],
-                    partition_key=str(athlete_id),
+                # The named job (as queued runs use), not an ad-hoc one: the run shows as
+                # strava_athlete_sync in the UI.
+                job = dg.Definitions(
+                    assets=[strava_activities],
+                    jobs=[strava_athlete_sync],
                     resources={"strava": strava},
+                ).resolve_job_def(strava_athlete_sync.name)
+                result = job.execute_in_process(
+                    partition_key=str(athlete_id),
                     instance=instance,
-                    run_config=run_config,
+                    run_config=_direct.quiet(run_config),
                     tags=tags,
                     raise_on_error=False,
                 )
@@ -107,7 +116,7 @@ def sync_strava(
         if direct:
             with context.dagster_instance(s) as instance:
                 result = strava_sweep_job.execute_in_process(
-                    run_config=run_config,
+                    run_config=_direct.quiet(run_config),
                     resources={"strava": strava},
                     instance=instance,
                     tags=tags,
@@ -177,7 +186,7 @@ def _platform_sync_command(platform: str) -> click.Command:
             if user_id is not None:
                 _direct.wait_for_lease(client.app_db, platform, user_id, instance, wait_seconds)
             result = getattr(module, f"{platform}_sweep_job").execute_in_process(
-                run_config=run_config,
+                run_config=_direct.quiet(run_config),
                 resources={platform: client, "app_db": client.app_db},
                 instance=instance,
                 tags=tags,
