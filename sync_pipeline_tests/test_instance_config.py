@@ -3,9 +3,11 @@ are there."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -89,3 +91,19 @@ def test_instance_settings_are_valid_for_dagster(tmp_path: Path) -> None:
         assert config.pool_config.default_pool_limit == 1
         assert config.run_queue_config is not None
         assert config.run_queue_config.max_concurrent_runs == 4
+
+
+@pytest.mark.parametrize("name", ["dagster.yaml", "dagster.postgres.yaml"])
+def test_the_ui_shows_no_first_visit_popup(name: str) -> None:
+    # Dagster 1.13's instance schema: `nux: {enabled: bool}`; the UI asks `shouldShowNux`.
+    assert load(name)["nux"] == {"enabled": False}
+
+
+def test_an_instance_of_dagster_yaml_has_the_popup_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copyfile(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+
+    with dg.DagsterInstance.get() as instance:
+        assert instance.nux_enabled is False

@@ -13,6 +13,12 @@ from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import LEASE_HELD
 
 
+def quiet(run_config: dict[str, Any]) -> dict[str, Any]:
+    """`run_config` with Dagster's console logger at WARNING: a direct run prints what it
+    synced (see `report_direct`), not Dagster's DEBUG event lines."""
+    return {**run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def wait_for_lease(
     app_db: AppDatabaseResource, source: str, key: str, instance: dg.DagsterInstance, seconds: float
 ) -> None:

@@ -14,6 +14,16 @@ from sync_pipeline.cli import context, devstack
 from sync_pipeline.cli.sandbox import start_sandbox
 from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT
 
+#: Warnings of Dagster about Dagster itself, repeated at every code load (PYTHONWARNINGS
+#: filters: action:message-start): `dagster dev` is "superseded" by `dg dev`; Dagster's own
+#: sensor wrapper passes the beta `owners` parameter.
+DAGSTER_WARNING_FILTERS = ",".join(
+    (
+        "ignore:Function `dev_command` is superseded",
+        "ignore:Parameter `owners` of initializer `SensorDefinition.__init__` is currently in beta",
+    )
+)
+
 
 @click.command()
 @click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
@@ -25,7 +35,14 @@ from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT
     show_default=True,
     help="Port of the Dagster code server shared by the UI, the daemon and launches.",
 )
-def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="Log level of Dagster's UI and daemon (info also logs every sensor tick).",
+)
+def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level: str) -> None:
     """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
     from sync_pipeline.defs.strava.athletes import connect_via_oauth
 
@@ -77,7 +94,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int) -> None:
         dagster_env = {
             **os.environ,
             "DAGSTER_HOME": str(s.dagster_home),
-            "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
+            "PYTHONWARNINGS": DAGSTER_WARNING_FILTERS,
         }
         code_server = devstack.start_code_server(s, code_port, dagster_env)
         click.echo(
@@ -98,6 +115,8 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int) -> None:
                 "127.0.0.1",
                 "-p",
                 str(port),
+                "--log-level",
+                log_level,
             ],
             cwd=s.home,
             env=dagster_env,

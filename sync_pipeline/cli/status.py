@@ -56,6 +56,6 @@ def status(as_json: bool, source: str | None) -> None:
         )
         for b in health.budget:
             click.echo(
-                f"  budget {b['bucket']:24} {b['used']:>6}/{b['limit']:<6} left {b['left']:<6} "
+                f"  budget {b['name']:24} {b['used']:>6}/{b['limit']:<6} left {b['left']:<6} "
                 f"resets {b['resets_at']}"
             )

@@ -77,12 +77,17 @@ def sync_strava(
                 _direct.wait_for_lease(
                     strava.app_db, "strava", str(athlete_id), instance, wait_seconds
                 )
-                result = dg.materialize(
-                    [strava_defs.asset],
-                    partition_key=str(athlete_id),
+                # The named job (as queued runs use), not an ad-hoc one: the run shows as
+                # strava_athlete_sync in the UI.
+                job = dg.Definitions(
+                    assets=[strava_defs.asset],
+                    jobs=[strava_defs.single_job],
                     resources={"strava": strava},
+                ).resolve_job_def(strava_defs.single_job.name)
+                result = job.execute_in_process(
+                    partition_key=str(athlete_id),
                     instance=instance,
-                    run_config=run_config,
+                    run_config=_direct.quiet(run_config),
                     tags=tags,
                     raise_on_error=False,
                 )
@@ -101,7 +106,7 @@ def sync_strava(
         if direct:
             with context.dagster_instance(s) as instance:
                 result = strava_defs.sweep_job.execute_in_process(
-                    run_config=run_config,
+                    run_config=_direct.quiet(run_config),
                     resources={"strava": strava},
                     instance=instance,
                     tags=tags,
@@ -171,7 +176,7 @@ def _platform_sync_command(platform: str) -> click.Command:
             if user_id is not None:
                 _direct.wait_for_lease(client.app_db, platform, user_id, instance, wait_seconds)
             result = built.sweep_job.execute_in_process(
-                run_config=run_config,
+                run_config=_direct.quiet(run_config),
                 resources={platform: client, "app_db": client.app_db},
                 instance=instance,
                 tags=tags,

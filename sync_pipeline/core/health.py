@@ -57,14 +57,28 @@ class SourceHealth:
         for status, n in self.partitions_by_status.items():
             md[f"partitions_{status}"] = n
         for b in self.budget:
-            md[f"budget_{b['bucket'].replace(':', '_')}_left"] = b["left"]
+            md[f"budget_{b['name']}_left"] = b["left"]
         return md
 
 
+def budget_label(bucket: str) -> str:
+    """A budget bucket (source prefix removed) named for people, without app or client ids:
+    `12345:overall:15min` -> `overall_15min`, `tweets:app:<client id>` -> `tweets_app`,
+    `quota:<client id>` -> `quota`, `core:per-user` -> `core_per_user`."""
+    parts = bucket.split(":")
+    kept = [
+        p
+        for i, p in enumerate(parts)
+        if not p.isdigit() and not (i > 0 and parts[i - 1] in ("app", "quota"))
+    ]
+    return "_".join(kept).replace("-", "_")
+
+
 def budget_rows(usage: list[WindowUsage]) -> list[dict[str, Any]]:
-    """Budget windows as rows (bucket without the source prefix)."""
+    """Budget windows as rows: `bucket` without the source prefix, `name` for people."""
     return [
         {
+            "name": budget_label(u.bucket.split(":", 1)[-1]),
             "bucket": u.bucket.split(":", 1)[-1],
             "used": u.used,
             "limit": u.limit,

@@ -6,10 +6,12 @@ import time
 import dagster as dg
 import pytest
 
-from sync_pipeline.core.budget import RateBudget, Window
+from sync_pipeline.core.budget import RateBudget, Window, WindowUsage
 from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.health import (
+    SourceHealth,
+    budget_rows,
     current_budget,
     dead_letter_check,
     reason_summary,
@@ -143,3 +145,36 @@ def test_dead_letter_check_names_the_newest_reason_in_its_metadata(db_url: str) 
         "dead_letters": 0,
         "list": "none",
     }
+
+
+@pytest.mark.parametrize(
+    ("bucket", "label"),
+    [
+        ("strava:12345:overall:15min", "overall_15min"),
+        ("strava:12345:read:daily", "read_daily"),
+        ("github:core:per-user", "core_per_user"),
+        ("x:tweets:app:sandbox-x-client", "tweets_app"),
+        ("x:me:per-user", "me_per_user"),
+        ("youtube:quota:sandbox-youtube-client", "quota"),
+        ("instagram:buc:per-user", "buc_per_user"),
+    ],
+)
+def test_budget_figures_are_named_without_client_ids(bucket: str, label: str) -> None:
+    usage = WindowUsage(bucket=bucket, used=7, limit=100, resets_at=int(time.time()) + 60)
+    health = SourceHealth(
+        source=bucket.split(":")[0],
+        queued=0,
+        running=0,
+        succeeded_24h=0,
+        failed_24h=0,
+        oldest_queued_seconds=None,
+        partitions_by_status={},
+        dead_letters=0,
+        budget=budget_rows([usage]),
+    )
+
+    budget_keys = [k for k in health.metadata() if k.startswith("budget_")]
+
+    assert budget_keys == [f"budget_{label}_left"]
+    assert health.metadata()[f"budget_{label}_left"] == 93
+    assert health.budget[0]["bucket"] == bucket.split(":", 1)[1]  # the exact bucket stays
