@@ -40,19 +40,10 @@ from typing import Any
 import dagster as dg
 import httpx
 import yaml
-from common import (
-    BIN,
-    PROJECT_ROOT,
-    TreeSampler,
-    cmdline,
-    log,
-    open_instance,
-    print_table,
-    process_kind,
-    temp_root,
-    tree,
-    wait_until,
-)
+from bench_daemon import open_instance, wait_until
+from bench_paths import BIN, PROJECT_ROOT
+from bench_procs import TreeSampler, cmdline, process_kind, tree
+from bench_report import log, print_table, temp_root
 
 from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
 

@@ -36,30 +36,19 @@ from typing import Any
 import dagster as dg
 import httpx
 from baseline import Store
-from common import (
-    BENCH_DIR,
-    BIN,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    PYTHON,
-    WORKSPACE,
+from bench_appdb import connect_athletes, create_app_db, seed_synced
+from bench_daemon import (
     Daemon,
-    Sandbox,
-    connect_athletes,
-    create_app_db,
     daemon_ready,
     dagster_env,
-    log,
     new_dagster_home,
     open_instance,
-    pct,
-    print_table,
     register_partitions,
-    seed_synced,
-    start_sandbox,
-    temp_root,
     wait_until,
 )
+from bench_paths import BENCH_DIR, BIN, CLIENT_ID, CLIENT_SECRET, PYTHON, WORKSPACE
+from bench_report import log, pct, print_table, temp_root
+from bench_sandbox import Sandbox, start_sandbox
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request

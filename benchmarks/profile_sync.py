@@ -43,20 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from common import (
-    BENCH_DIR,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    PYTHON,
-    Sandbox,
-    connect_athletes,
-    copy_app_db,
-    create_app_db,
-    log,
-    print_table,
-    seed_synced,
-    start_sandbox,
-)
+from bench_appdb import connect_athletes, copy_app_db, create_app_db, seed_synced
+from bench_paths import BENCH_DIR, CLIENT_ID, CLIENT_SECRET, PYTHON
+from bench_report import log, print_table
+from bench_sandbox import Sandbox, start_sandbox
 from sqlalchemy import event
 
 from sync_pipeline.core import db

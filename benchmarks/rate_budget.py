@@ -36,27 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from common import (
-    BENCH_DIR,
-    PYTHON,
+from bench_appdb import connect_athletes, create_app_db
+from bench_daemon import (
     Daemon,
-    Sandbox,
-    TreeSampler,
-    connect_athletes,
-    create_app_db,
     daemon_ready,
     dagster_env,
-    launch_runs,
-    loadavg,
-    log,
     new_dagster_home,
     open_instance,
-    print_table,
     register_partitions,
-    start_sandbox,
-    temp_root,
     wait_until,
 )
+from bench_launch import launch_runs
+from bench_paths import BENCH_DIR, PYTHON
+from bench_procs import TreeSampler, loadavg
+from bench_report import log, print_table, temp_root
+from bench_sandbox import Sandbox, start_sandbox
 from sqlalchemy import func, select
 
 from sync_pipeline.core import db, priorities

@@ -90,7 +90,8 @@ def main() -> None:
         atexit.register(shutil.rmtree, snapshot, True)
 
     sys.path.insert(0, str(BENCH_DIR))
-    from common import PROJECT_ROOT, log, print_table
+    from bench_paths import PROJECT_ROOT
+    from bench_report import log, print_table
 
     quick = args.quick
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]

@@ -42,25 +42,19 @@ from typing import Any
 import dagster as dg
 import httpx
 import websockets
-from common import (
-    BENCH_DIR,
-    BIN,
-    PYTHON,
-    WORKSPACE,
+from bench_appdb import connect_athletes, create_app_db
+from bench_daemon import (
     Daemon,
-    connect_athletes,
-    create_app_db,
     daemon_ready,
     dagster_env,
-    log,
     new_dagster_home,
     open_instance,
-    print_table,
     register_partitions,
-    start_sandbox,
-    temp_root,
     wait_until,
 )
+from bench_paths import BENCH_DIR, BIN, PYTHON, WORKSPACE
+from bench_report import log, print_table, temp_root
+from bench_sandbox import start_sandbox
 from footprint import free_port_block
 from sqlalchemy import func, select
 

@@ -32,35 +32,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import (
-    BENCH_DIR,
-    PROJECT_ROOT,
-    PYTHON,
+from bench_appdb import connect_athletes, copy_app_db, create_app_db, seed_synced
+from bench_daemon import (
     Daemon,
-    Sandbox,
-    TreeSampler,
-    connect_athletes,
-    copy_app_db,
-    create_app_db,
     daemon_ready,
     dagster_env,
-    dir_size,
-    launch_runs,
-    loadavg,
-    log,
-    mb,
     new_dagster_home,
     open_instance,
-    print_table,
     register_partitions,
     run_failures,
-    seed_synced,
-    self_cpu,
-    start_sandbox,
-    temp_root,
     wait_runs,
     wait_until,
 )
+from bench_launch import launch_runs
+from bench_paths import BENCH_DIR, PROJECT_ROOT, PYTHON
+from bench_procs import TreeSampler, loadavg, mb, self_cpu
+from bench_report import dir_size, log, print_table, temp_root
+from bench_sandbox import Sandbox, start_sandbox
 from sqlalchemy import func, select
 
 from sync_pipeline.core import db, priorities

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from sync_pipeline.defs.strava.resources import StravaResource
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.strava.app import create_app
 from sync_pipeline.sandbox.strava.state import StravaSandboxConfig, StravaSandboxState
+from sync_pipeline_tests.serving import wait_until
 
 # Fixtures shared by the consistency-platform tests (sandboxes, client resources).
-pytest_plugins = ["sync_pipeline_tests.platforms"]
+pytest_plugins = ["sync_pipeline_tests.platforms", "sync_pipeline_tests.outreach"]
 
 CLIENT_ID = "12345"
 CLIENT_SECRET = "test-secret"
@@ -70,16 +70,15 @@ def _drop_database(admin: str, name: str) -> None:
     """Drop a test database; an autovacuum worker still in it may need a moment to go."""
     import psycopg
 
-    deadline = time.monotonic() + 30
-    while True:
+    def dropped() -> bool:
         try:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)  # retry until the other backend has left (bounded)
+            return False  # the other backend has not left yet
+        return True
+
+    wait_until(dropped, 30, what=f"dropping test database {name}", interval=0.5)
 
 
 @dataclass

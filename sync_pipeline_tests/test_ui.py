@@ -11,16 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 
 from sync_pipeline.defs.strava.partitions import strava_athletes
 from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
+from sync_pipeline_tests.serving import wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -92,16 +91,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dagster-webserver did not start")
-            time.sleep(0.5)  # polling a starting server, bounded by the deadline
+        wait_for_server(f"{url}/server_info", proc, 120, what="dagster-webserver")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

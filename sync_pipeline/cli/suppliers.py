@@ -330,7 +330,7 @@ def sync_promidata(
     if direct:
         _direct(db_url, keys)
         return
-    from sync_pipeline.cli import main
+    from sync_pipeline.cli import _launch
 
     prio = priorities.MANUAL if priority is None else priority
     with context.dagster_instance(s) as instance:
@@ -339,7 +339,7 @@ def sync_promidata(
             instance.add_dynamic_partitions(PARTITIONS, missing)
     for key in keys:
         tags = {**priorities.run_tags(prio, "promidata", "cli"), "dagster/partition": key}
-        main._queue(s, JOB, tags=tags, run_config={})
+        _launch.queue(s, JOB, tags=tags, run_config={})
 
 
 def _direct(db_url: str, keys: list[str]) -> None:

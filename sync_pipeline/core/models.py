@@ -136,6 +136,9 @@ class SyncState(Base):
     items_synced: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The process holding the lease (see checkpoints.this_process): a later process on the same
+    # host takes the lease over at once when that process is gone (e.g. a killed direct sync).
+    lease_process: Mapped[str | None] = mapped_column(String(255))
     last_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_full_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -497,3 +500,122 @@ class PromidataProgress(Base):
     def percent(self) -> float:
         """Share done, 0-100."""
         return round(100.0 * self.done / self.total, 1) if self.total else 0.0
+
+
+class Campaign(Base):
+    """An outreach campaign: sender mailbox, templates, follow-up steps and a daily send cap."""
+
+    __tablename__ = "outreach_campaigns"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    subject_template: Mapped[str] = mapped_column(Text)
+    body_template: Mapped[str] = mapped_column(Text)
+    # [{"delay_days": 3, "subject": "...", "body": "..."}, ...] sent after the first message.
+    followups: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    daily_cap: Mapped[int] = mapped_column(Integer, default=50)
+    min_gap_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    # active | paused
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prospect(Base):
+    """A person a campaign e-mails; `state` runs new → enriched → contacted → replied/...."""
+
+    __tablename__ = "outreach_prospects"
+    __table_args__ = (
+        Index("uq_outreach_prospects_campaign_email", "campaign", "email", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_campaigns.name", ondelete="CASCADE"), index=True
+    )
+    # hot | warm | cold
+    tier: Mapped[str] = mapped_column(String(8), default="cold")
+    first_name: Mapped[str] = mapped_column(String(128))
+    last_name: Mapped[str] = mapped_column(String(128))
+    company: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str | None] = mapped_column(String(255))
+    website_ok: Mapped[bool | None] = mapped_column(Boolean)
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_confidence: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # new | enriched | contacted | replied | bounced | unsubscribed | done
+    state: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    # Messages of the sequence sent so far (0: none; 1: first; 2: first follow-up ...).
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class OutboxMessage(Base):
+    """One e-mail to send, written with its Message-ID before SMTP is spoken (never twice)."""
+
+    __tablename__ = "outreach_outbox"
+    __table_args__ = (
+        Index("uq_outreach_outbox_prospect_step", "prospect_id", "step", unique=True),
+        Index("ix_outreach_outbox_sender_sent", "sender", "sent_at"),
+    )
+
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    prospect_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_prospects.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    sender: Mapped[str] = mapped_column(String(255))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    # pending | sending | sent | ambiguous | failed
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sending_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboundMessage(Base):
+    """A message read from the sender's INBOX over IMAP, matched to the outbox or not."""
+
+    __tablename__ = "outreach_inbound"
+    __table_args__ = (
+        Index("uq_outreach_inbound_mailbox_uid", "mailbox", "uidvalidity", "uid", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    mailbox: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    from_addr: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    # matched | unmatched | malformed
+    match: Mapped[str] = mapped_column(String(16), index=True)
+    outbox_message_id: Mapped[str | None] = mapped_column(String(255))
+    prospect_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # human | auto_reply | bounce_hard | bounce_soft | unsubscribe
+    classification: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CrmSyncState(Base):
+    """What the CRM holds for a prospect: the hash of the last upserted row."""
+
+    __tablename__ = "outreach_crm_sync"
+
+    prospect_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_prospects.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_hash: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

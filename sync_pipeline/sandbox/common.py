@@ -9,16 +9,23 @@ fault injection, the simulated clock and token lifetimes behave the same in ever
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import random
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -73,10 +80,114 @@ class ScaledClock:
         return self()
 
 
+def seed_for(*parts: object) -> int:
+    """A 64-bit seed derived stably from the given parts (same parts, same seed)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def rng_for(*parts: object) -> random.Random:
     """A ``random.Random`` seeded stably from the given parts (same parts, same data)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return random.Random(seed_for(*parts))
+
+
+def streak_days(
+    rng: random.Random,
+    today: date,
+    days: int,
+    *,
+    first: float,
+    stay: float,
+    start: float,
+    weekend: float = 1.0,
+) -> Iterator[date]:
+    """The active days among the ``days`` up to ``today`` of a two-state chain.
+
+    The chain starts active with probability ``first``; a day is active with probability
+    ``stay`` after an active day and ``start`` after an idle one, times ``weekend`` on
+    Saturdays and Sundays. One draw per day, made when the caller asks for the next day, so
+    the caller's own draws in between keep their place in the sequence.
+    """
+    active = rng.random() < first
+    for back in range(days - 1, -1, -1):
+        day = today - timedelta(days=back)
+        p = stay if active else start
+        if day.weekday() >= 5:
+            p *= weekend
+        active = rng.random() < p
+        if active:
+            yield day
+
+
+def random_local_time(rng: random.Random, day: date, hour: int, tz: tzinfo) -> int:
+    """Epoch seconds of a random minute and second of ``hour`` on the local ``day`` in ``tz``."""
+    minute, second = rng.randrange(60), rng.randrange(60)
+    return int(datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=tz).timestamp())
+
+
+A = TypeVar("A")
+
+
+class AccountIndex(dict[str, A]):
+    """Accounts by id (in creation order), also found by username (``@`` optional)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_username: dict[str, str] = {}
+
+    def add(self, account_id: str, username: str, account: A) -> A:
+        """Register an account under its id and its lower-cased username."""
+        self[account_id] = account
+        self._by_username[username.lower()] = account_id
+        return account
+
+    def has_username(self, username: str) -> bool:
+        """Whether ``username`` (as given) is a registered, lower-cased username."""
+        return username in self._by_username
+
+    def find(self, ref: str | int) -> A:
+        """An account by id or username (case-insensitive); KeyError when unknown."""
+        key = str(ref)
+        if key in self:
+            return self[key]
+        account_id = self._by_username.get(key.lstrip("@").lower())
+        if account_id is None:
+            raise KeyError(f"unknown account {ref!r}")
+        return self[account_id]
+
+    def first_not_in(self, ids: set[str]) -> str:
+        """The oldest account id not in ``ids`` (the oldest of all when every one is)."""
+        return next((a for a in self if a not in ids), next(iter(self)))
+
+
+class ScaledConfig:
+    """Mixin of sandbox configs: provider durations compressed by ``time_scale``."""
+
+    time_scale: float
+
+    def scaled(self, seconds: float) -> float:
+        """A provider duration compressed by ``time_scale``."""
+        return seconds / self.time_scale
+
+
+@dataclass
+class RateDecision:
+    """Outcome of counting one API request: the rate headers to send and whether it is refused."""
+
+    headers: dict[str, str]
+    limited: bool
+
+
+class SandboxApiError(Exception):
+    """An HTTP error a sandbox answers with: status, the provider's JSON body, extra headers."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
 
 
 @dataclass
@@ -420,6 +531,81 @@ def bearer(request: Request) -> str | None:
     return None
 
 
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic`` header; None without or malformed."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(value).decode().partition(":")
+    except (ValueError, binascii.Error):
+        return None
+    return user, password
+
+
+async def request_params(
+    request: Request, *, encode: Callable[[Any], str] = str, keep_none: bool = False
+) -> dict[str, str]:
+    """Query string merged with a form or JSON body (token endpoints take all three).
+
+    Non-string JSON values go through ``encode``; nulls are dropped unless ``keep_none``.
+    A malformed JSON body raises ValueError.
+    """
+    params = dict(request.query_params)
+    raw = await request.body()
+    if not raw.strip():
+        return params
+    if "json" in request.headers.get("content-type", ""):
+        loaded = json.loads(raw)
+        if isinstance(loaded, dict):
+            params.update(
+                {
+                    k: v if isinstance(v, str) else encode(v)
+                    for k, v in loaded.items()
+                    if keep_none or v is not None
+                }
+            )
+    else:
+        params.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
+    return params
+
+
+def with_query(
+    url: str, params: Mapping[str, str], *, safe: str = "", fragment: str | None = None
+) -> str:
+    """``url`` with ``params`` appended to its query (and its fragment replaced if given)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    parts = parts._replace(query=urlencode(query, safe=safe))
+    return urlunsplit(parts if fragment is None else parts._replace(fragment=fragment))
+
+
+FireFn = Callable[[Fault, Request], Awaitable[Response | None]]
+
+
+async def fault_guard(
+    state: SandboxState[Any], request: Request, endpoint: str, principal: object, fire: FireFn
+) -> Response | None:
+    """Count a request and fire the first matching fault through ``fire``.
+
+    Returns the fault's response (its status counted), or None when the request goes on
+    (no fault, or only a ``slow`` one).
+    """
+    state.record_request(endpoint)
+    fault = state.faults.take(request.url.path, None if principal is None else str(principal))
+    if fault is None:
+        return None
+    response = await fire(fault, request)
+    return None if response is None else state.finish(response)
+
+
+def sandbox_app(state: SandboxState[Any], routes: list[Route]) -> Starlette:
+    """The ASGI app serving ``routes``, with the state at ``app.state.sandbox``."""
+    app = Starlette(routes=routes)
+    app.state.sandbox = state
+    return app
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The JSON object of a request body ({} when empty); ValueError when not an object."""
     raw = await request.body()
@@ -434,12 +620,40 @@ async def json_body(request: Request) -> dict[str, Any]:
 ControlFn = Callable[[Request], Awaitable[Any]]
 
 
+def fault_args(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``FaultBook.inject`` arguments a ``POST /_sandbox/faults`` body gives, but whose."""
+    return {
+        "kind": str(body["kind"]),
+        "count": int(body.get("count", 1)),
+        "path_contains": body.get("path_contains"),
+        "delay": float(body.get("delay", 0.0)),
+        "status": body.get("status"),
+    }
+
+
+T = TypeVar("T")
+
+
+def optional(body: Mapping[str, Any], name: str, kind: Callable[[Any], T]) -> T | None:
+    """``kind(body[name])``, or None when the control body leaves ``name`` out or null."""
+    value = body.get(name)
+    return None if value is None else kind(value)
+
+
+def flag(query: Mapping[str, str], name: str, default: bool = True) -> bool:
+    """A boolean query parameter: anything but ``0``/``false`` is true."""
+    raw = query.get(name)
+    return default if raw is None else raw.lower() not in ("0", "false")
+
+
 def control_endpoint(fn: ControlFn) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a ``/_sandbox`` handler: JSON result, 400 with the reason on bad input."""
 
     async def endpoint(request: Request) -> Response:
         try:
             return JSONResponse(await fn(request))
+        except SandboxApiError as exc:
+            return JSONResponse(exc.body, exc.status, headers=exc.headers)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"message": f"bad request: {exc}"}, 400)
 
@@ -456,6 +670,12 @@ class ControlHooks:
     stats: Callable[[], dict[str, Any]] | None = None
     reset_usage: Callable[[], None] | None = None
     extra: list[Route] = field(default_factory=list)
+    #: Replaces the plain ``FaultBook.inject`` for ``POST /_sandbox/faults`` (the JSON body).
+    inject: Callable[[dict[str, Any]], Any] | None = None
+    #: Lists pending faults for ``GET /_sandbox/faults`` instead of ``FaultBook.list``.
+    list_faults: Callable[[], Any] | None = None
+    #: Served as ``POST /_sandbox/reset-stats`` when given.
+    reset_stats: Callable[[], None] | None = None
 
 
 def control_routes(hooks: ControlHooks) -> list[Route]:
@@ -463,18 +683,12 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
 
     async def add_fault(request: Request) -> Any:
         body = await json_body(request)
-        fault_id = hooks.faults.inject(
-            str(body["kind"]),
-            count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"),
-            principal=body.get("principal"),
-            delay=float(body.get("delay", 0.0)),
-            status=body.get("status"),
-        )
-        return {"id": fault_id}
+        if hooks.inject is not None:
+            return {"id": hooks.inject(body)}
+        return {"id": hooks.faults.inject(**fault_args(body), principal=body.get("principal"))}
 
     async def list_faults(request: Request) -> Any:
-        return hooks.faults.list()
+        return hooks.list_faults() if hooks.list_faults else hooks.faults.list()
 
     async def clear_faults(request: Request) -> Any:
         return {"cleared": hooks.faults.clear()}
@@ -495,6 +709,12 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
             hooks.reset_usage()
         return {"ok": True}
 
+    async def reset_stats(request: Request) -> Any:
+        if hooks.reset_stats is not None:
+            hooks.reset_stats()
+        return {"ok": True}
+
+    resets = [Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"])]
     return [
         Route("/_sandbox/faults", control_endpoint(add_fault), methods=["POST"]),
         Route("/_sandbox/faults", control_endpoint(list_faults), methods=["GET"]),
@@ -502,5 +722,298 @@ def control_routes(hooks: ControlHooks) -> list[Route]:
         Route("/_sandbox/clock", control_endpoint(clock), methods=["GET", "POST"]),
         Route("/_sandbox/stats", control_endpoint(stats), methods=["GET"]),
         Route("/_sandbox/reset-usage", control_endpoint(reset_usage), methods=["POST"]),
+        *(resets if hooks.reset_stats is not None else []),
         *hooks.extra,
+    ]
+
+
+class SandboxConfigLike(Protocol):
+    """What every sandbox config has: a seed, a time scale and an optional data anchor."""
+
+    seed: int
+    time_scale: float
+    anchor_epoch: float | None
+
+
+ConfigT = TypeVar("ConfigT", bound=SandboxConfigLike)
+
+
+class SandboxState(Generic[ConfigT]):
+    """Base of every sandbox's in-memory state: what is not the provider's API.
+
+    It holds the config, the clock (``now`` plus the offset ``advance_clock`` adds), the
+    state lock, the data anchor, the fault book, request/response counters and the shared
+    ``/_sandbox`` control routes. A provider's state subclasses it, names its
+    ``config_type``, builds its data, tokens and rate rules in ``setup`` and keeps only its
+    API; ``namespace`` keys its seeded randomness.
+    """
+
+    namespace = "sandbox"
+    #: The config class; ``config=None`` builds its defaults.
+    config_type: type[ConfigT]
+    #: Fault kinds this sandbox accepts.
+    fault_kinds: frozenset[str] = FAULT_KINDS
+
+    def __init__(self, config: ConfigT | None = None, now: Clock | None = None) -> None:
+        config = self.config_type() if config is None else config
+        if config.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.config: ConfigT = config
+        self.now: Clock = now or time.time
+        self._offset = 0.0
+        self._lock = threading.RLock()
+        self.anchor = float(config.anchor_epoch if config.anchor_epoch is not None else self.time())
+        self.faults = FaultBook(self.fault_kinds)
+        self._requests: Counter[str] = Counter()
+        self._statuses: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
+        self.setup()
+
+    def setup(self) -> None:
+        """Build the provider's data, tokens and limits (called at the end of ``__init__``)."""
+
+    # ----------------------------------------------------------------- time
+    def time(self) -> float:
+        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
+        return self.now() + self._offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Shift sandbox time forward (works with any clock) and return the new time."""
+        with self._lock:
+            self._offset += seconds
+            return self.time()
+
+    def scaled(self, seconds: float) -> float:
+        """A provider duration compressed by the config's ``time_scale``."""
+        return seconds / self.config.time_scale
+
+    def token_policy(
+        self,
+        access_seconds: float | None,
+        code_seconds: float,
+        prefix: str,
+        *,
+        issues_refresh: bool = True,
+        rotate_refresh: bool = False,
+    ) -> TokenPolicy:
+        """The provider's token lifetimes, compressed by ``time_scale``."""
+        access = None if access_seconds is None else self.scaled(access_seconds)
+        return TokenPolicy(
+            access, issues_refresh, rotate_refresh, self.scaled(code_seconds), prefix
+        )
+
+    def rng(self, *parts: object) -> random.Random:
+        """Randomness seeded from this sandbox's namespace, seed and ``parts``."""
+        return rng_for(self.namespace, self.config.seed, *parts)
+
+    def owner_in(self, table: Mapping[str, Any], key: str | None) -> str | None:
+        """``principal`` of the entry ``key`` of a code or token table, or None (fault matching)."""
+        with self._lock:
+            entry = table.get(key or "")
+            return None if entry is None else str(entry.principal)
+
+    # ---------------------------------------------------------------- stats
+    def record_request(self, endpoint: str) -> None:
+        """Count a request to an endpoint (``"GET /2/users/me"``)."""
+        with self._lock:
+            self._requests[endpoint] += 1
+
+    def record_response(self, status: int) -> None:
+        """Count a response status."""
+        with self._lock:
+            self._statuses[str(status)] += 1
+
+    def finish(self, response: Response) -> Response:
+        """Count a response's status and return it."""
+        self.record_response(response.status_code)
+        return response
+
+    def record(self, counter: str, n: int = 1) -> None:
+        """Bump a named counter (faults fired, refreshes, ...)."""
+        with self._lock:
+            self._counters[counter] += n
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests in all, per endpoint and responses per status since the last reset."""
+        with self._lock:
+            return {
+                "requests_total": sum(self._requests.values()),
+                "requests_by_endpoint": dict(self._requests),
+                "responses_by_status": dict(self._statuses),
+            }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset (providers add their usage figures)."""
+        return self.request_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
+        with self._lock:
+            self._requests.clear()
+            self._statuses.clear()
+            self._counters.clear()
+
+    def reset_usage(self) -> None:
+        """Forget all rate-limit usage (providers with limits override it)."""
+
+    # -------------------------------------------------------------- control
+    def inject_control_fault(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/faults``: add a fault described by a JSON body; returns its id."""
+        return self.faults.inject(**fault_args(body), principal=body.get("principal"))
+
+    def list_control_faults(self) -> list[dict[str, Any]]:
+        """``GET /_sandbox/faults``: the pending faults."""
+        return self.faults.list()
+
+    def extra_control_routes(self) -> list[Route]:
+        """The provider's own ``/_sandbox`` routes (accounts, exhaustion, ...)."""
+        return []
+
+    def control_routes(self) -> list[Route]:
+        """Every ``/_sandbox`` route of this sandbox: faults, clock, stats, resets, extras."""
+        return control_routes(
+            ControlHooks(
+                faults=self.faults,
+                clock=self.time,
+                advance=self.advance_clock,
+                stats=self.stats,
+                reset_usage=self.reset_usage,
+                extra=self.extra_control_routes(),
+                inject=self.inject_control_fault,
+                list_faults=self.list_control_faults,
+                reset_stats=self.reset_stats,
+            )
+        )
+
+
+class AccountSandboxState(SandboxState[ConfigT]):
+    """A sandbox whose people are accounts served by the shared ``/_sandbox/accounts`` routes.
+
+    Subclasses implement the ``control_*`` hooks, ``list_accounts``, ``revoke`` and ``expire``;
+    each hook gets the request's parsed JSON body or query and the account reference.
+    """
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        """Control view of every account."""
+        raise NotImplementedError
+
+    def revoke(self, ref: str) -> int:
+        """Revoke an account's grant; returns how many tokens died."""
+        raise NotImplementedError
+
+    def expire(self, ref: str) -> int:
+        """Expire an account's access tokens now; returns how many."""
+        raise NotImplementedError
+
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``."""
+        raise NotImplementedError
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """``POST /_sandbox/accounts/{id}/items``: ids of the new items."""
+        raise NotImplementedError
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts/{id}/tokens``: a token response for the account."""
+        raise NotImplementedError
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """``GET /_sandbox/accounts/{id}/daily-counts``."""
+        raise NotImplementedError
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/exhaust``: use up a rate budget."""
+        raise NotImplementedError
+
+    def extra_control_routes(self) -> list[Route]:
+        """The shared account routes plus ``/_sandbox/exhaust``."""
+        return account_control_routes(self)
+
+
+class HistoryAccountSandboxState(AccountSandboxState[ConfigT]):
+    """An account sandbox whose accounts get a generated history of dated items.
+
+    ``POST /_sandbox/accounts`` takes ``history_days``, ``count`` and ``time_zone``; items are
+    added ``count`` at a time, starting ``at`` or ending now; daily counts can be limited to
+    the items the API can still reach.
+    """
+
+    def add_account(
+        self, history_days: int | None = None, count: int | None = None, tz: str | None = None
+    ) -> dict[str, Any]:
+        """Create one more account; its control view."""
+        raise NotImplementedError
+
+    def add_items(self, ref: str | int, count: int = 1, at: float | None = None) -> list[str]:
+        """Add ``count`` items one second apart; their ids."""
+        raise NotImplementedError
+
+    def daily_counts(
+        self, ref: str | int, tz: str | None = None, reachable_only: bool = True
+    ) -> dict[str, int]:
+        """Items per local day (ISO date -> count) in ``tz`` (default: the account's)."""
+        raise NotImplementedError
+
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days``, ``count`` and ``time_zone``."""
+        days, count = optional(body, "history_days", int), optional(body, "count", int)
+        return self.add_account(history_days=days, count=count, tz=body.get("time_zone"))
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New items: ``count`` of them, starting ``at`` or ending now."""
+        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Items per local day in ``tz``; ``reachable_only`` (default true)."""
+        return self.daily_counts(ref, query.get("tz"), flag(query, "reachable_only"))
+
+
+def check_history(days: int, time_zone: str | None) -> None:
+    """ValueError for a negative history length or an unknown IANA time zone."""
+    if days < 0:
+        raise ValueError("history_days must be >= 0")
+    if time_zone is not None:
+        ZoneInfo(time_zone)  # raises for an unknown zone
+
+
+def account_control_routes(state: AccountSandboxState[Any]) -> list[Route]:
+    """``/_sandbox/accounts`` routes (list, add, items, revoke, expire, tokens, daily counts)."""
+
+    def ref(request: Request) -> str:
+        return str(request.path_params["id"])
+
+    async def accounts(request: Request) -> Any:
+        return state.list_accounts()
+
+    async def add_account(request: Request) -> Any:
+        return state.control_add_account(await json_body(request))
+
+    async def add_items(request: Request) -> Any:
+        return {"ids": state.control_add_items(ref(request), await json_body(request))}
+
+    async def revoke(request: Request) -> Any:
+        return {"revoked": state.revoke(ref(request))}
+
+    async def expire(request: Request) -> Any:
+        return {"expired": state.expire(ref(request))}
+
+    async def tokens(request: Request) -> Any:
+        return state.control_tokens(ref(request), await json_body(request))
+
+    async def daily(request: Request) -> Any:
+        return state.control_daily_counts(ref(request), request.query_params)
+
+    async def exhaust(request: Request) -> Any:
+        return state.control_exhaust(await json_body(request))
+
+    wrap = control_endpoint
+    return [
+        Route("/_sandbox/accounts", wrap(accounts), methods=["GET"]),
+        Route("/_sandbox/accounts", wrap(add_account), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/items", wrap(add_items), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/revoke", wrap(revoke), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/expire", wrap(expire), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/tokens", wrap(tokens), methods=["POST"]),
+        Route("/_sandbox/accounts/{id}/daily-counts", wrap(daily), methods=["GET"]),
+        Route("/_sandbox/exhaust", wrap(exhaust), methods=["POST"]),
     ]

@@ -4,7 +4,6 @@ the demo users and the webhook receiver subscribed at the Strava sandbox."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +16,7 @@ from sync_pipeline.core.models import WebhookEvent
 from sync_pipeline.core.settings import PLATFORM_PORTS
 from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
+from sync_pipeline_tests.serving import wait_until
 
 TOKEN = "devstack-verify-token"
 
@@ -109,16 +109,15 @@ def test_webhook_receiver_is_subscribed_and_stores_pushes(
         athlete = strava_env.state.add_athlete(0)
         invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
         [activity] = strava_env.state.add_activities(athlete, 1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def stored() -> list[tuple[int, int, int]]:
             with transaction(cli_env.db_url) as session:
-                events = [
+                return [
                     (e.subscription_id, e.object_id, e.owner_id)
                     for e in session.scalars(select(WebhookEvent))
                 ]
-            if events:
-                break
-            time.sleep(0.05)  # the sandbox delivers from a background thread; bounded wait
+
+        events = wait_until(stored, 10, what="the pushed event in the inbox")
         assert events == [(sub["id"], activity, athlete)]
     finally:
         second_stack.stop()

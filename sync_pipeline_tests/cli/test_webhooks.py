@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from dotenv import dotenv_values
 from sqlalchemy import select
 
 from sync_pipeline.core import db
@@ -22,8 +22,17 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.webhooks import create_webhook_app
-from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke, is_setting
+from sync_pipeline_tests.cli.conftest import (
+    CliEnv,
+    error_of,
+    free_port,
+    invoke,
+    is_setting,
+    run_cli,
+    start_cli,
+)
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
+from sync_pipeline_tests.serving import wait_for_server, wait_until
 from sync_pipeline_tests.webhooks.test_receiver import make_event
 
 BIN = Path(sys.executable).parent
@@ -41,20 +50,9 @@ def inbox(db_url: str) -> list[tuple[str, int, str, int, int, int]]:
         ]
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes] | subprocess.Popen[str], url: str) -> None:
     """Poll GET /healthz until 200; fail if the process exits or the deadline passes."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"the receiver exited with {proc.returncode} before serving")
-        if time.monotonic() > deadline:
-            pytest.fail(f"the receiver did not answer /healthz within {STARTUP_SECONDS} s")
-        time.sleep(0.1)  # polling a starting server, bounded by the deadline
+    wait_for_server(f"{url}/healthz", proc, STARTUP_SECONDS, what="the receiver")
 
 
 @dataclass
@@ -229,9 +227,7 @@ def test_subscribe_list_and_unsubscribe_at_the_sandbox(
     athlete = strava_env.state.add_athlete(0)
     invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
     [activity] = strava_env.state.add_activities(athlete, 1)
-    deadline = time.monotonic() + 10
-    while not inbox(cli_env.db_url) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the sandbox delivers from a background thread; bounded wait
+    wait_until(lambda: inbox(cli_env.db_url), 10, what="the pushed event in the inbox")
     assert inbox(cli_env.db_url) == [("strava", sub["id"], "create", activity, athlete, 1)]
 
     gone = invoke("webhooks", "unsubscribe", str(sub["id"])).stdout
@@ -261,3 +257,20 @@ def test_subscription_commands_need_credentials_and_a_reachable_api(
     assert error_of(result).startswith(
         "Error: GET http://127.0.0.1:"
     ) and "/api/v3/push_subscriptions failed: " in error_of(result)
+
+
+def test_serve_runs_with_only_the_env_init_wrote(tmp_path: Path) -> None:
+    init = run_cli(tmp_path, "init", "--sandbox-port", str(free_port()))
+    assert init.returncode == 0, init.stderr
+    token = dotenv_values(tmp_path / ".env")[VERIFY_ENV]
+    port = free_port()
+    proc = start_cli(tmp_path, "webhooks", "serve", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url)
+        query = {"hub.mode": "subscribe", "hub.challenge": "abc", "hub.verify_token": token}
+        answer = httpx.get(f"{url}/webhooks/strava", params=query, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"hub.challenge": "abc"})
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -20,7 +20,8 @@ from sync_pipeline.sandbox.github import (
     ManualClock,
     create_app,
 )
-from sync_pipeline.sandbox.server import AppSlot, SandboxServer
+from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z, a Sunday, 40 s into a minute
 CLIENT_ID = GitHubSandboxConfig.client_id
@@ -98,35 +99,18 @@ class Sandbox:
 SandboxFactory = Callable[..., Sandbox]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[SandboxServer, AppSlot]]:
-    """One real uvicorn server on a free loopback port for the module."""
-    slot = AppSlot()
-    with SandboxServer(slot) as running:
-        yield running, slot
-
-
 @pytest.fixture
-def make_sandbox(server: tuple[SandboxServer, AppSlot]) -> Iterator[SandboxFactory]:
-    """Factory of a sandbox (state + app behind the server + client) for one test."""
-    running, slot = server
-    opened: list[Sandbox] = []
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
+    """Factory of a sandbox (state + app behind the module's server + client) for one test."""
 
     def factory(**config: Any) -> Sandbox:
         clock = ManualClock(START)
-        assert not opened, "one sandbox per test"
         config.setdefault("accounts", 3)
         state = GitHubSandboxState(GitHubSandboxConfig(**config), now=clock)
-        slot.app = create_app(state)
-        client = httpx.Client(base_url=running.url, timeout=10.0)
-        sandbox = Sandbox(state, running, client, clock)
-        opened.append(sandbox)
-        return sandbox
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for sandbox in opened:
-        sandbox.client.close()
-    slot.app = None
+    served.unplug()
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from sync_pipeline.sandbox.instagram import (
     ManualClock,
     create_app,
 )
-from sync_pipeline.sandbox.server import AppSlot, SandboxServer
+from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 CLIENT_ID = "990602627938098"
@@ -116,32 +117,18 @@ class Sandbox:
 SandboxFactory = Callable[..., Sandbox]
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[AppSlot, SandboxServer]]:
-    """The module's loopback server and the slot its app is plugged into."""
-    slot = AppSlot()
-    with SandboxServer(slot) as server:
-        yield slot, server
-
-
 @pytest.fixture
-def make_sandbox(served: tuple[AppSlot, SandboxServer]) -> Iterator[SandboxFactory]:
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
     """Factory of Instagram sandboxes (fresh state + app on the module's server + client)."""
-    slot, server = served
-    clients: list[httpx.Client] = []
 
     def factory(**config: Any) -> Sandbox:
         clock = ManualClock(START)
         config.setdefault("anchor_epoch", START)
         state = InstagramSandboxState(InstagramSandboxConfig(**config), now=clock)
-        slot.app = create_app(state)
-        client = httpx.Client(base_url=server.url, timeout=10.0)
-        clients.append(client)
-        return Sandbox(state, server, client, clock)
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for client in clients:
-        client.close()
+    served.unplug()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from sync_pipeline.sandbox.strava import (
     StravaSandboxState,
     create_app,
 )
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z, 400 s into a 15-minute window
 CLIENT_ID = "12345"
@@ -82,24 +83,17 @@ SandboxFactory = Callable[..., Sandbox]
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[SandboxFactory]:
-    """Factory of sandboxes (state + server + client), all torn down after the test."""
-    opened: list[Sandbox] = []
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
+    """Factory of sandboxes (state + app on the module's server + client), unplugged after."""
 
     def factory(**config: Any) -> Sandbox:
         clock = ManualClock(START)
         config.setdefault("anchor_epoch", START)
         state = StravaSandboxState(StravaSandboxConfig(**config), now=clock)
-        server = SandboxServer(create_app(state)).start()
-        client = httpx.Client(base_url=server.url, timeout=10.0)
-        sandbox = Sandbox(state, server, client, clock)
-        opened.append(sandbox)
-        return sandbox
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for sandbox in opened:
-        sandbox.client.close()
-        sandbox.server.stop()
+    served.unplug()
 
 
 @pytest.fixture
@@ -936,3 +930,171 @@ def test_unknown_api_path_is_404_with_headers(sandbox: Sandbox) -> None:
     response = sandbox.get("/api/v3/segments/123", token)
     assert response.status_code == 404
     assert response.headers["X-RateLimit-Usage"] == "1,1"
+
+
+# ------------------------------------------------------------------- numeric types
+# JSON number types of Strava's published models (swagger ``SummaryActivity``,
+# ``DetailedActivity``, ``Lap``, ``Split``, ``SummaryGear``, ``DetailedAthlete``, the
+# ``*Stream`` data types) and of the undocumented fields as typed clients read them
+# (stravalib 2.5 ``model.py``: ``max_heartrate``, ``suffer_score``, ``average_temp`` are
+# ints, ``average_heartrate``, ``average_cadence``, ``utc_offset`` floats). A whole number
+# sent as 157.4 breaks clients that validate ints; ``None`` marks a nullable field.
+ACTIVITY_NUMBERS: dict[str, tuple[type, ...]] = {
+    "id": (int,),
+    "resource_state": (int,),
+    "distance": (float,),
+    "moving_time": (int,),
+    "elapsed_time": (int,),
+    "total_elevation_gain": (float,),
+    "workout_type": (int, type(None)),
+    "utc_offset": (float,),
+    "achievement_count": (int,),
+    "kudos_count": (int,),
+    "comment_count": (int,),
+    "athlete_count": (int,),
+    "photo_count": (int,),
+    "total_photo_count": (int,),
+    "pr_count": (int,),
+    "average_speed": (float,),
+    "max_speed": (float,),
+    "elev_high": (float,),
+    "elev_low": (float,),
+    "upload_id": (int, type(None)),
+    "suffer_score": (int, type(None)),
+    "average_cadence": (float,),
+    "average_temp": (int,),
+    "average_watts": (float,),
+    "kilojoules": (float,),
+    "weighted_average_watts": (int,),
+    "max_watts": (int,),
+    "average_heartrate": (float,),
+    "max_heartrate": (int,),
+}
+NUMBER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "summary": ACTIVITY_NUMBERS,
+    "detail": {**ACTIVITY_NUMBERS, "calories": (float,)},
+    "lap": {
+        "id": (int,),
+        "resource_state": (int,),
+        "elapsed_time": (int,),
+        "moving_time": (int,),
+        "distance": (float,),
+        "start_index": (int,),
+        "end_index": (int,),
+        "total_elevation_gain": (float,),
+        "average_speed": (float,),
+        "max_speed": (float,),
+        "lap_index": (int,),
+        "split": (int,),
+        "pace_zone": (int,),
+        "average_cadence": (float,),
+        "average_watts": (float,),
+        "average_heartrate": (float,),
+        "max_heartrate": (float,),
+    },
+    "split": {
+        "distance": (float,),
+        "elapsed_time": (int,),
+        "elevation_difference": (float,),
+        "moving_time": (int,),
+        "split": (int,),
+        "average_speed": (float,),
+        "average_grade_adjusted_speed": (float,),
+        "pace_zone": (int,),
+        "average_heartrate": (float,),
+    },
+    "gear": {"resource_state": (int,), "distance": (float,), "converted_distance": (float,)},
+    "athlete": {
+        "id": (int,),
+        "resource_state": (int,),
+        "badge_type_id": (int,),
+        "weight": (float,),
+        "follower_count": (int,),
+        "friend_count": (int,),
+        "mutual_friend_count": (int,),
+        "ftp": (int, type(None)),
+    },
+    "athlete_gear": {"resource_state": (int,), "distance": (float,)},
+    "stream": {"original_size": (int,)},
+}
+#: Element type of each stream's ``data`` (``latlng`` holds pairs of floats).
+STREAM_TYPES: dict[str, type] = {
+    "time": int,
+    "distance": float,
+    "velocity_smooth": float,
+    "altitude": float,
+    "grade_smooth": float,
+    "heartrate": int,
+    "cadence": int,
+    "watts": int,
+    "temp": int,
+    "moving": bool,
+    "latlng": float,
+}
+
+
+@pytest.fixture(scope="module")
+def payloads() -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Every object kind the sandbox serves, fetched over HTTP from a varied athlete."""
+    clock = ManualClock(START)
+    counts = {0: 120, 1: 0, 2: 0, 3: 0, 4: 0}
+    config = StravaSandboxConfig(athletes=5, activity_counts=counts, anchor_epoch=START)
+    state = StravaSandboxState(config, now=clock)
+    with SlotServer() as running:
+        client = running.plug(create_app(state))
+        sb = Sandbox(state, running.server, client, clock)
+        token = sb.login(1001, scope="read,profile:read_all,activity:read_all")["access_token"]
+        summaries = sb.get("/api/v3/athlete/activities", token, per_page=200).json()
+        by_sport: dict[tuple[str, bool, bool], dict[str, Any]] = {}
+        for summary in summaries:  # one detail per kind of activity
+            key = (summary["sport_type"], summary["has_heartrate"], "average_temp" in summary)
+            by_sport.setdefault(key, summary)
+        details = [sb.get(f"/api/v3/activities/{a['id']}", token).json() for a in by_sport.values()]
+        streams: list[dict[str, Any]] = []
+        for detail in details:
+            got = sb.get(f"/api/v3/activities/{detail['id']}/streams", token, key_by_type="true")
+            streams.extend({"type": k, **v} for k, v in got.json().items())
+        athletes = [sb.get("/api/v3/athlete", token).json()]
+        for other in state.athlete_ids()[1:]:
+            grant = client.post(
+                f"/_sandbox/athletes/{other}/tokens", json={"scope": "profile:read_all"}
+            )
+            athletes.append(sb.get("/api/v3/athlete", grant.json()["access_token"]).json())
+    yield {
+        "summary": summaries,
+        "detail": details,
+        "lap": [lap for d in details for lap in d["laps"]],
+        "split": [s for d in details for s in d["splits_metric"] + d["splits_standard"]],
+        "gear": [d["gear"] for d in details if d["gear"]],
+        "athlete": athletes,
+        "athlete_gear": [g for a in athletes for g in a["bikes"] + a["shoes"]],
+        "stream": streams,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "allowed"),
+    [(kind, f, t) for kind, fields in NUMBER_TYPES.items() for f, t in fields.items()],
+    ids=[f"{kind}.{f}" for kind, fields in NUMBER_TYPES.items() for f in fields],
+)
+def test_numeric_fields_have_stravas_types(
+    payloads: dict[str, list[dict[str, Any]]], kind: str, field: str, allowed: tuple[type, ...]
+) -> None:
+    values = [obj[field] for obj in payloads[kind] if field in obj]
+    assert any(v is not None for v in values), f"no {kind} carries {field}"
+    wrong = sorted({repr(v) for v in values if type(v) not in allowed})
+    assert not wrong, f"{kind}.{field} must be {allowed}, got {wrong[:5]}"
+
+
+@pytest.mark.parametrize(("key", "element"), sorted(STREAM_TYPES.items()))
+def test_stream_data_has_stravas_types(
+    payloads: dict[str, list[dict[str, Any]]], key: str, element: type
+) -> None:
+    data = [s["data"] for s in payloads["stream"] if s["type"] == key]
+    assert data, f"no {key} stream served"
+    flat = [x for series in data for x in series]
+    if key == "latlng":
+        assert all(len(pair) == 2 for pair in flat)
+        flat = [x for pair in flat for x in pair]
+    wrong = sorted({repr(x) for x in flat if type(x) is not element})
+    assert not wrong, f"{key} data must be {element.__name__}, got {wrong[:5]}"

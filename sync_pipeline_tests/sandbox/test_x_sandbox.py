@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from sync_pipeline.sandbox.server import AppSlot, SandboxServer
+from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.x import (
     ManualClock,
     XSandboxConfig,
@@ -23,6 +23,7 @@ from sync_pipeline.sandbox.x import (
     create_app,
     pkce_s256,
 )
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z, 400 s into a 15-minute window
 WINDOW_END = 1_750_000_500
@@ -125,32 +126,18 @@ class Sandbox:
 SandboxFactory = Callable[..., Sandbox]
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[AppSlot, SandboxServer]]:
-    """The module's loopback server and the slot its app is plugged into."""
-    slot = AppSlot()
-    with SandboxServer(slot) as server:
-        yield slot, server
-
-
 @pytest.fixture
-def make_sandbox(served: tuple[AppSlot, SandboxServer]) -> Iterator[SandboxFactory]:
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
     """Factory of X sandboxes (fresh state + app on the module's server + client)."""
-    slot, server = served
-    clients: list[httpx.Client] = []
 
     def factory(**config: Any) -> Sandbox:
         clock = ManualClock(START)
         config.setdefault("anchor_epoch", START)
         state = XSandboxState(XSandboxConfig(**config), now=clock)
-        slot.app = create_app(state)
-        client = httpx.Client(base_url=server.url, timeout=10.0)
-        clients.append(client)
-        return Sandbox(state, server, client, clock)
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for client in clients:
-        client.close()
+    served.unplug()
 
 
 @pytest.fixture

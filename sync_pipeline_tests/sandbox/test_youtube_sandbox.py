@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from sync_pipeline.sandbox.server import AppSlot, SandboxServer
+from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sandbox.youtube import (
     ManualClock,
     YouTubeSandboxConfig,
     YouTubeSandboxState,
     create_app,
 )
+from sync_pipeline_tests.serving import SlotServer
 
 START = 1_750_000_000.0  # 2025-06-15T15:06:40Z = 08:06:40 PDT
 CLIENT_ID = YouTubeSandboxConfig.client_id
@@ -107,35 +108,18 @@ class Sandbox:
 SandboxFactory = Callable[..., Sandbox]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[SandboxServer, AppSlot]]:
-    """One real uvicorn server on a free loopback port for the module."""
-    slot = AppSlot()
-    with SandboxServer(slot) as running:
-        yield running, slot
-
-
 @pytest.fixture
-def make_sandbox(server: tuple[SandboxServer, AppSlot]) -> Iterator[SandboxFactory]:
-    """Factory of a sandbox (state + app behind the server + client) for one test."""
-    running, slot = server
-    opened: list[Sandbox] = []
+def make_sandbox(served: SlotServer) -> Iterator[SandboxFactory]:
+    """Factory of a sandbox (state + app behind the module's server + client) for one test."""
 
     def factory(start: float = START, **config: Any) -> Sandbox:
         clock = ManualClock(start)
-        assert not opened, "one sandbox per test"
         config.setdefault("accounts", 3)
         state = YouTubeSandboxState(YouTubeSandboxConfig(**config), now=clock)
-        slot.app = create_app(state)
-        client = httpx.Client(base_url=running.url, timeout=10.0)
-        sandbox = Sandbox(state, running, client, clock)
-        opened.append(sandbox)
-        return sandbox
+        return Sandbox(state, served.server, served.plug(create_app(state)), clock)
 
     yield factory
-    for sandbox in opened:
-        sandbox.client.close()
-    slot.app = None
+    served.unplug()
 
 
 @pytest.fixture

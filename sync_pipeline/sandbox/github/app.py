@@ -6,13 +6,12 @@ One app answers for both hosts: ``github.com`` (``/login/oauth/...``) and
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,13 +19,15 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     apply_delay,
+    basic_credentials,
     bearer,
-    control_endpoint,
-    control_routes,
+    fault_guard,
     json_body,
+    request_params,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.github import schema
 from sync_pipeline.sandbox.github.data import User
@@ -116,45 +117,11 @@ def _int_param(request: Request, name: str, default: int) -> int:
         return default
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-async def _params(request: Request) -> dict[str, str]:
-    """Query string merged with a form or JSON body (the token endpoint takes all three)."""
-    params = dict(request.query_params)
-    raw = await request.body()
-    if not raw.strip():
-        return params
-    if "json" in request.headers.get("content-type", ""):
-        loaded = json.loads(raw)
-        if isinstance(loaded, dict):
-            params.update({k: str(v) for k, v in loaded.items() if v is not None})
-    else:
-        params.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
-    return params
-
-
-def _basic_auth(request: Request) -> tuple[str, str] | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, _, password = base64.b64decode(value).decode().partition(":")
-    except ValueError:
-        return None
-    return user, password
-
-
 def create_app(state: GitHubSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
     engine = schema.build_engine()
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     def common_headers(budget: Budget | None) -> dict[str, str]:
         headers = {
@@ -462,15 +429,13 @@ def create_app(state: GitHubSandboxState) -> Starlette:
         return finish(JSONResponse(result.as_dict(), headers=headers))
 
     # -------------------------------------------------------------------------- OAuth
+    async def fire_oauth(fault: Fault, request: Request) -> Response | None:
+        return await fire(fault, request, common_headers(None), False)
+
     async def oauth_guard(
         request: Request, endpoint: str, principal: str | None
     ) -> Response | None:
-        state.record_request(endpoint)
-        fault = state.faults.take(request.url.path, principal)
-        if fault is None:
-            return None
-        response = await fire(fault, request, common_headers(None), False)
-        return None if response is None else finish(response)
+        return await fault_guard(state, request, endpoint, principal, fire_oauth)
 
     def error_page(status: int, text: str) -> Response:
         return finish(HTMLResponse(f"<html><body><h1>{text}</h1></body></html>", status))
@@ -496,7 +461,7 @@ def create_app(state: GitHubSandboxState) -> Starlette:
                 "request-errors/#redirect-uri-mismatch",
                 **extra,
             }
-            return finish(RedirectResponse(_with_query(state.config.callback_url, params), 302))
+            return finish(RedirectResponse(with_query(state.config.callback_url, params), 302))
         if q.get("sandbox_deny", "").lower() in ("1", "true"):
             params = {
                 "error": "access_denied",
@@ -505,17 +470,17 @@ def create_app(state: GitHubSandboxState) -> Starlette:
                 "request-errors/#access-denied",
                 **extra,
             }
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params), 302))
         try:
             user = state.pick_user(q.get("sandbox_user"))
         except KeyError:
             return error_page(404, "Unknown sandbox_user")
         code = state.new_code(user, redirect_uri)
-        return finish(RedirectResponse(_with_query(redirect_uri, {"code": code, **extra}), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, {"code": code, **extra}), 302))
 
     async def access_token(request: Request) -> Response:
         try:
-            p = await _params(request)
+            p = await request_params(request)
         except ValueError:
             p = {}
         if p.get("grant_type") == "refresh_token":
@@ -551,7 +516,7 @@ def create_app(state: GitHubSandboxState) -> Starlette:
             return guarded
         if what not in ("token", "grant"):
             return finish(_error(404, "Not Found", f"{DOCS}/rest", {}))
-        creds = _basic_auth(request)
+        creds = basic_credentials(request)
         if (
             creds is None
             or creds[0] != request.path_params["client_id"]
@@ -572,76 +537,8 @@ def create_app(state: GitHubSandboxState) -> Starlette:
             state.revoke_token(value)
         return finish(Response(status_code=204))
 
-    # ---------------------------------------------------------------------- control
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        user = state.add_account(None if days is None else int(days), body.get("time_zone"))
-        return next(a for a in state.list_accounts() if a["id"] == user.id)
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            request.path_params["id"],
-            int(body.get("count", 1)),
-            None if at is None else float(at),
-            str(body.get("type", "PushEvent")),
-            int(body.get("commits", 1)),
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(request.path_params["id"])}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(request.path_params["id"])}
-
-    async def tokens(request: Request) -> Any:
-        return state.issue_tokens(request.path_params["id"])
-
-    async def daily_counts(request: Request) -> Any:
-        q = request.query_params
-        return state.daily_counts(
-            request.path_params["id"], q.get("tz"), q.get("unit", "contributions")
-        )
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(
-            body.get("account"), str(body.get("resource", "core")), int(body.get("remaining", 0))
-        )
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    extra = [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route(
-            "/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily_counts), methods=["GET"]
-        ),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-        Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"]),
-    ]
-    hooks = ControlHooks(
-        faults=state.faults,
-        clock=state.time,
-        advance=state.advance_clock,
-        stats=state.stats,
-        reset_usage=state.reset_usage,
-        extra=extra,
-    )
     routes = [
-        *control_routes(hooks),
+        *state.control_routes(),
         Route("/login/oauth/authorize", authorize, methods=["GET"]),
         Route("/login/oauth/access_token", access_token, methods=["POST"]),
         Route("/applications/{client_id}/{what:str}", app_revoke, methods=["DELETE"]),
@@ -656,6 +553,4 @@ def create_app(state: GitHubSandboxState) -> Starlette:
             for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
         ],
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
+    return sandbox_app(state, routes)

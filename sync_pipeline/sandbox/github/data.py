@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync_pipeline.sandbox.common import rng_for
+from sync_pipeline.sandbox.common import random_local_time, rng_for, streak_days
 
 TIME_ZONES = (
     "America/Los_Angeles",
@@ -127,23 +127,11 @@ def history(seed: int, user: User, now: float, days: int, salt: str = "") -> lis
     rng = rng_for(seed, "github-history", user.index, salt)
     tz = ZoneInfo(user.time_zone)
     today = datetime.fromtimestamp(now, tz).date()
-    active = rng.random() < 0.5
     out: list[int] = []
-    for back in range(days - 1, -1, -1):
-        day = today - timedelta(days=back)
-        p = 0.72 if active else 0.3
-        if day.weekday() >= 5:
-            p *= 0.55
-        active = rng.random() < p
-        if not active:
-            continue
+    for day in streak_days(rng, today, days, first=0.5, stay=0.72, start=0.3, weekend=0.55):
         count = rng.choices(EVENTS_PER_DAY, EVENTS_PER_DAY_WEIGHTS)[0]
         for _ in range(count):
-            hour = rng.choices(HOURS, HOUR_WEIGHTS)[0]
-            local = datetime(
-                day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=tz
-            )
-            ts = int(local.timestamp())
+            ts = random_local_time(rng, day, rng.choices(HOURS, HOUR_WEIGHTS)[0], tz)
             if ts <= now:
                 out.append(ts)
     out.sort()

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
-import time
 from bisect import insort
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -33,16 +31,17 @@ from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
     FAULT_KINDS,
-    FaultBook,
+    AccountSandboxState,
     OAuthIssuer,
-    TokenPolicy,
+    SandboxApiError,
+    ScaledConfig,
     WindowCounter,
+    check_history,
+    optional,
     rng_for,
 )
 from sync_pipeline.sandbox.github import data
 from sync_pipeline.sandbox.github.data import Event, User
-
-Clock = Callable[[], float]
 
 ACCESS_TOKEN_SECONDS = 28800
 REFRESH_TOKEN_SECONDS = 15_897_600
@@ -64,7 +63,7 @@ GITHUB_FAULT_KINDS = FAULT_KINDS | {"secondary"}
 RESOURCES = ("core", "graphql")
 
 
-class GitHubApiError(Exception):
+class GitHubApiError(SandboxApiError):
     """An HTTP error with GitHub's REST error body ``{"message", "documentation_url"}``."""
 
     def __init__(
@@ -74,18 +73,12 @@ class GitHubApiError(Exception):
         documentation_url: str = f"{DOCS}/rest",
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.body = {
-            "message": message,
-            "documentation_url": documentation_url,
-            "status": str(status),
-        }
-        self.headers = headers or {}
+        body = {"message": message, "documentation_url": documentation_url, "status": str(status)}
+        super().__init__(status, body, headers)
 
 
 @dataclass
-class GitHubSandboxConfig:
+class GitHubSandboxConfig(ScaledConfig):
     """Settings of one GitHub sandbox; durations are divided by ``time_scale``.
 
     ``callback_url`` is the GitHub App's registered callback (None: any redirect_uri).
@@ -111,10 +104,6 @@ class GitHubSandboxConfig:
     time_scale: float = 1.0
     first_user_id: int = 5_830_001
     anchor_epoch: float | None = None
-
-    def scaled(self, seconds: float) -> float:
-        """A GitHub duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 class _GitHubIssuer(OAuthIssuer):
@@ -180,30 +169,19 @@ class Budget:
         }
 
 
-class GitHubSandboxState:
+class GitHubSandboxState(AccountSandboxState[GitHubSandboxConfig]):
     """Everything the GitHub sandbox knows; all public methods are thread-safe."""
 
-    def __init__(self, config: GitHubSandboxConfig | None = None, now: Clock | None = None) -> None:
-        self.config = config or GitHubSandboxConfig()
-        if self.config.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(
-            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
+    namespace = "github"
+    config_type = GitHubSandboxConfig
+    fault_kinds = GITHUB_FAULT_KINDS
+
+    def setup(self) -> None:
+        """Users with their events, the OAuth issuer and the rate budgets."""
+        policy = self.token_policy(
+            ACCESS_TOKEN_SECONDS, AUTH_CODE_SECONDS, "gh", rotate_refresh=True
         )
-        self.faults = FaultBook(GITHUB_FAULT_KINDS)
-        self._issuer = _GitHubIssuer(
-            TokenPolicy(
-                access_seconds=self.config.scaled(ACCESS_TOKEN_SECONDS),
-                issues_refresh=True,
-                rotate_refresh=True,
-                code_seconds=self.config.scaled(AUTH_CODE_SECONDS),
-                prefix="gh",
-            ),
-            self.time,
-        )
+        self._issuer = _GitHubIssuer(policy, self.time)
         self._users: dict[int, User] = {}
         self._logins: dict[str, int] = {}
         self._next_event_id = FIRST_EVENT_ID
@@ -213,29 +191,12 @@ class GitHubSandboxState:
         self._primary = WindowCounter()
         self._window_starts: dict[str, float] = {}
         self._secondary = WindowCounter()
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counts: Counter[str] = Counter()
         for _ in range(self.config.accounts):
             self._create_user(self.config.history_days, None)
 
-    # ------------------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
-
     # ------------------------------------------------------------------------- users
     def _create_user(self, days: int, time_zone: str | None) -> User:
-        if days < 0:
-            raise ValueError("history_days must be >= 0")
-        if time_zone is not None:
-            ZoneInfo(time_zone)  # raises for an unknown zone
+        check_history(days, time_zone)
         index = len(self._users)
         user_id = self.config.first_user_id + index
         now = self.anchor if index < self.config.accounts else self.time()
@@ -463,9 +424,7 @@ class GitHubSandboxState:
 
     def principal_for_refresh(self, refresh_token: str | None) -> str | None:
         """User id of a refresh token (fault matching)."""
-        with self._lock:
-            meta = self._refresh.get(refresh_token or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._refresh, refresh_token)
 
     def principal_for_token(self, access_token: str | None) -> str | None:
         """User id of an access token, even expired or revoked."""
@@ -552,7 +511,7 @@ class GitHubSandboxState:
                 return bad
             del self._refresh[old]
             self._issuer.revoke_token(meta.access_token)
-            self._counts["refreshes"] += 1
+            self._counters["refreshes"] += 1
             access, new_refresh = result
             return self._grant_body(meta.principal, access.value, new_refresh)
 
@@ -621,7 +580,7 @@ class GitHubSandboxState:
             used = self._primary.peek(name, start)
             limit = self._limit(key, resource)
             if self.config.rate_limits_enabled and used + cost > limit:
-                self._counts["rate_limited"] += 1
+                self._counters["rate_limited"] += 1
                 return self._budget(key, resource, start, used), True
             self._window_starts[name] = start
             used = self._primary.add(name, start, cost)
@@ -641,7 +600,7 @@ class GitHubSandboxState:
             start = WindowCounter.aligned_start(now, length)
             used = self._secondary.peek(name, start)
             if self.config.rate_limits_enabled and used + points > limit:
-                self._counts["secondary_limited"] += 1
+                self._counters["secondary_limited"] += 1
                 return max(1, math.ceil(start + length - now))
             self._secondary.add(name, start, points)
             return None
@@ -674,23 +633,41 @@ class GitHubSandboxState:
             self._secondary.reset()
             self._window_starts.clear()
 
-    # -------------------------------------------------------------------------- stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request (``"GET /users/{username}/events"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
+    # ------------------------------------------------------------------------ control
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days`` and ``time_zone``; the account's view."""
+        user = self.add_account(optional(body, "history_days", int), body.get("time_zone"))
+        return next(a for a in self.list_accounts() if a["id"] == user.id)
 
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New events: ``count``, ``at``, event ``type`` and push ``commits``."""
+        kind, commits = str(body.get("type", "PushEvent")), int(body.get("commits", 1))
+        count, at = int(body.get("count", 1)), optional(body, "at", float)
+        return self.add_items(ref, count, at, kind, commits)
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """Tokens for an account."""
+        return self.issue_tokens(ref)
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Per-day counts in ``tz`` of ``unit`` (contributions or events)."""
+        return self.daily_counts(ref, query.get("tz"), query.get("unit", "contributions"))
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Use up a primary budget: ``account``, ``resource`` and ``remaining``."""
+        resource, remaining = str(body.get("resource", "core")), int(body.get("remaining", 0))
+        return self.exhaust(body.get("account"), resource, remaining)
+
+    # -------------------------------------------------------------------------- stats
     def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-            if status == 304:
-                self._counts["not_modified"] += 1
+        """Count a response status (and 304s apart: they cost no rate limit)."""
+        super().record_response(status)
+        if status == 304:
+            self.record("not_modified")
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump a named counter (``graphql_points``...)."""
-        with self._lock:
-            self._counts[name] += n
+        self.record(name, n)
 
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset plus current budgets of every used bucket."""
@@ -700,20 +677,11 @@ class GitHubSandboxState:
                 key, _, resource = name.rpartition(":")
                 usage.setdefault(key, {})[resource] = self.budget(key, resource).as_dict()
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
-                "not_modified": self._counts["not_modified"],
-                "rate_limited": self._counts["rate_limited"],
-                "secondary_limited": self._counts["secondary_limited"],
-                "refreshes": self._counts["refreshes"],
-                "graphql_points": self._counts["graphql_points"],
+                **self.request_stats(),
+                "not_modified": self._counters["not_modified"],
+                "rate_limited": self._counters["rate_limited"],
+                "secondary_limited": self._counters["secondary_limited"],
+                "refreshes": self._counters["refreshes"],
+                "graphql_points": self._counters["graphql_points"],
                 "usage": usage,
             }
-
-    def reset_stats(self) -> None:
-        """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
-        with self._lock:
-            self._requests.clear()
-            self._statuses.clear()
-            self._counts.clear()

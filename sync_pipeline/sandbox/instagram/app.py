@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,14 +19,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     IssuedToken,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.instagram.state import (
     BASIC_SCOPE,
@@ -69,19 +67,10 @@ def _fault_error(fault: Fault, state: InstagramSandboxState) -> GraphError:
     return graph_error("An unknown error has occurred.", 1, status=status)
 
 
-def _with_query(url: str, params: dict[str, str], fragment: str = "_") -> str:
-    """Append ``params`` to a redirect URI; Instagram adds a ``#_`` fragment."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query), fragment=fragment))
-
-
 def create_app(state: InstagramSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     def error_response(exc: GraphError, headers: dict[str, str] | None = None) -> Response:
         return finish(
@@ -118,7 +107,7 @@ def create_app(state: InstagramSandboxState) -> Starlette:
             token = state.authenticate(value)
             decision = state.count_call(token.principal)
             headers = decision.headers
-            if decision.throttled:
+            if decision.limited:
                 raise state.throttle_error()
             return finish(JSONResponse(handler(token), headers=headers))
         except GraphError as exc:
@@ -211,9 +200,11 @@ def create_app(state: InstagramSandboxState) -> Starlette:
                 "error_description": "The user denied your request.",
                 **extra,
             }
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params, fragment="_"), 302))
         code = state.new_code(user_id, scopes, redirect_uri)
-        return finish(RedirectResponse(_with_query(redirect_uri, {"code": code, **extra}), 302))
+        return finish(
+            RedirectResponse(with_query(redirect_uri, {"code": code, **extra}, fragment="_"), 302)
+        )
 
     async def access_token(request: Request) -> Response:
         state.record_request("POST /oauth/access_token")
@@ -231,78 +222,7 @@ def create_app(state: InstagramSandboxState) -> Starlette:
     routes = [
         Route("/oauth/authorize", authorize, methods=["GET"]),
         Route("/oauth/access_token", access_token, methods=["POST"]),
-        *control_routes(
-            ControlHooks(
-                faults=state.faults,
-                clock=state.time,
-                advance=state.advance_clock,
-                stats=state.stats,
-                reset_usage=state.reset_usage,
-                extra=_extra_control_routes(state),
-            )
-        ),
+        *state.control_routes(),
         Route("/{path:path}", graph, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
-
-
-def _extra_control_routes(state: InstagramSandboxState) -> list[Route]:
-    """Instagram-specific ``/_sandbox`` routes: accounts, media, tokens, counts, exhaustion."""
-
-    def ref(request: Request) -> str:
-        return str(request.path_params["id"])
-
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        count = body.get("count")
-        return state.add_account(
-            history_days=None if days is None else int(days),
-            count=None if count is None else int(count),
-            tz=body.get("time_zone"),
-        )
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            ref(request), int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(ref(request))}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(ref(request))}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        return state.issue_tokens(
-            ref(request), str(body.get("kind", "long")), str(body.get("scope", BASIC_SCOPE))
-        )
-
-    async def daily(request: Request) -> Any:
-        q = request.query_params
-        reachable = q.get("reachable_only", "true").lower() not in ("0", "false")
-        return state.daily_counts(ref(request), q.get("tz"), reachable)
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(str(body["account"]))
-
-    return [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily), methods=["GET"]),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-    ]
+    return sandbox_app(state, routes)

@@ -16,10 +16,8 @@ import hmac
 import json
 import math
 import secrets
-import threading
-import time
 from bisect import insort
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,12 +25,13 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
-    Clock,
-    FaultBook,
+    AccountIndex,
+    HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
-    TokenPolicy,
-    rng_for,
+    RateDecision,
+    SandboxApiError,
+    ScaledConfig,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -73,16 +72,8 @@ def fbtrace_id() -> str:
     return "A" + secrets.token_urlsafe(15)
 
 
-class GraphError(Exception):
+class GraphError(SandboxApiError):
     """An HTTP error with a JSON body (Graph ``{"error": ...}`` or the OAuth host's shape)."""
-
-    def __init__(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
 
 
 def graph_error(
@@ -214,7 +205,7 @@ class CodeInfo:
 
 
 @dataclass
-class InstagramSandboxConfig:
+class InstagramSandboxConfig(ScaledConfig):
     """Settings of one Instagram sandbox; durations are divided by ``time_scale``.
 
     ``media_counts`` maps account indexes (0-based) to exact media counts. Business Use Case
@@ -247,98 +238,57 @@ class InstagramSandboxConfig:
     max_page_size: int = 100
     max_reachable_media: int = 10_000
 
-    def scaled(self, seconds: float) -> float:
-        """An Instagram duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
-
-@dataclass
-class BucDecision:
-    """Outcome of counting one Graph call: the usage header and whether it is throttled."""
-
-    headers: dict[str, str]
-    throttled: bool
-
-
-class InstagramSandboxState:
+class InstagramSandboxState(HistoryAccountSandboxState[InstagramSandboxConfig]):
     """Everything the Instagram sandbox knows; all public methods are thread-safe."""
 
-    def __init__(
-        self, config: InstagramSandboxConfig | None = None, now: Clock | None = None
-    ) -> None:
-        self.config = config or InstagramSandboxConfig()
+    namespace = "instagram"
+    config_type = InstagramSandboxConfig
+
+    def setup(self) -> None:
+        """Accounts with their media, the OAuth issuer and the usage windows."""
         c = self.config
-        if c.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
         if c.token_response_shape not in ("data", "flat"):
             raise ValueError("token_response_shape must be 'data' or 'flat'")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(c.anchor_epoch if c.anchor_epoch is not None else self.time())
-        self.issuer = OAuthIssuer(
-            TokenPolicy(
-                access_seconds=c.scaled(c.short_token_seconds),
-                issues_refresh=False,
-                code_seconds=c.scaled(c.auth_code_seconds),
-                prefix="IGAA",
-            ),
-            self.time,
+        policy = self.token_policy(
+            c.short_token_seconds, c.auth_code_seconds, "IGAA", issues_refresh=False
         )
-        self.faults = FaultBook()
-        self._accounts: dict[str, IgAccount] = {}
-        self._by_username: dict[str, str] = {}
+        self.issuer = OAuthIssuer(policy, self.time)
+        self._accounts: AccountIndex[IgAccount] = AccountIndex()
         self._media: dict[int, Media] = {}
         self._seq = 0
         self._connected: set[str] = set()
         self._tokens: dict[str, TokenInfo] = {}
         self._codes: dict[str, CodeInfo] = {}
         self._calls: dict[str, deque[float]] = {}
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counters: Counter[str] = Counter()
         explicit = c.media_counts or {}
         for index in range(c.accounts):
             self._create_account(index, c.history_days, explicit.get(index))
-
-    # ----------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
 
     # ----------------------------------------------------------------- data
     def _create_account(
         self, index: int, days: int, count: int | None, tz: str | None = None
     ) -> IgAccount:
-        seed = self.config.seed
-        rng = rng_for("instagram", seed, "account", index)
+        rng = self.rng("account", index)
         account_id = str(17_841_400_000_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng).replace("_", ".")
-        while username in self._by_username:
+        while self._accounts.has_username(username):
             username = history.pick_handle(rng).replace("_", ".")
         zone = tz or history.pick_timezone(rng, index + 2)
         profile = history.pick_profile(rng, self.config.media_per_active_day)
         kind = rng.choice(("BUSINESS", "MEDIA_CREATOR"))
         account = IgAccount(index, account_id, username, history.pick_name(rng), zone, kind)
         stamps = history.generate_history(
-            rng_for("instagram", seed, "history", index), zone, self.anchor, days, profile, count
+            self.rng("history", index), zone, self.anchor, days, profile, count
         )
         for ts in stamps:
             account.media.append(self._new_media(account, ts))
         account.media.sort(key=lambda m: m.key)
-        self._accounts[account_id] = account
-        self._by_username[username.lower()] = account_id
-        return account
+        return self._accounts.add(account_id, username, account)
 
     def _new_media(self, account: IgAccount, ts: int) -> Media:
         self._seq += 1
-        rng = rng_for("instagram", self.config.seed, "media", account.id, ts, self._seq)
+        rng = self.rng("media", account.id, ts, self._seq)
         media_id = 17_900_000_000_000_000 + self._seq * 1_000 + rng.randrange(1_000)
         media_type = rng.choices(MEDIA_TYPES, weights=(6, 2, 2))[0]
         product = "REELS" if media_type == "VIDEO" and rng.random() < 0.8 else "FEED"
@@ -348,14 +298,8 @@ class InstagramSandboxState:
 
     def account(self, ref: str | int) -> IgAccount:
         """An account by id or username (case-insensitive); KeyError when unknown."""
-        key = str(ref)
         with self._lock:
-            if key in self._accounts:
-                return self._accounts[key]
-            account_id = self._by_username.get(key.lstrip("@").lower())
-            if account_id is None:
-                raise KeyError(f"unknown account {ref!r}")
-            return self._accounts[account_id]
+            return self._accounts.find(ref)
 
     def account_ids(self) -> list[str]:
         """All account ids in creation order."""
@@ -420,7 +364,7 @@ class InstagramSandboxState:
     # ------------------------------------------------------------ Graph reads
     def user_node(self, account: IgAccount, fields: list[str]) -> dict[str, Any]:
         """IG user node with the requested fields (``id`` always)."""
-        rng = rng_for("instagram", self.config.seed, "profile", account.id)
+        rng = self.rng("profile", account.id)
         values: dict[str, Any] = {
             "id": account.id,
             "user_id": account.id,
@@ -439,7 +383,7 @@ class InstagramSandboxState:
     def media_node(self, media: Media, fields: list[str]) -> dict[str, Any]:
         """IG media node with the requested fields (``id`` always)."""
         account = self._accounts[media.owner_id]
-        rng = rng_for("instagram", self.config.seed, "media-fields", media.id)
+        rng = self.rng("media-fields", media.id)
         shortcode = "".join(
             rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
             for _ in range(11)
@@ -548,10 +492,7 @@ class InstagramSandboxState:
     def resolve_user(self, ref: str | None) -> str:
         """Account chosen by ``sandbox_user`` (id or username), or the next unconnected one."""
         with self._lock:
-            if ref:
-                return self.account(ref).id
-            pending = [a for a in self._accounts if a not in self._connected]
-            return pending[0] if pending else next(iter(self._accounts))
+            return self.account(ref).id if ref else self._accounts.first_not_in(self._connected)
 
     def check_app(self, client_id: str | None) -> None:
         """The OAuth host's error for an unknown app id."""
@@ -729,9 +670,7 @@ class InstagramSandboxState:
 
     def code_owner(self, code: str | None) -> str | None:
         """Account an authorization code was issued for (fault matching)."""
-        with self._lock:
-            info = self._codes.get(code or "")
-            return None if info is None else info.principal
+        return self.owner_in(self._codes, code)
 
     def principal_for(self, value: str | None) -> str | None:
         """Account behind a token, even expired (fault matching)."""
@@ -791,7 +730,7 @@ class InstagramSandboxState:
         }
         return {"X-Business-Use-Case-Usage": json.dumps(usage, separators=(",", ":"))}
 
-    def count_call(self, account_id: str) -> BucDecision:
+    def count_call(self, account_id: str) -> RateDecision:
         """Charge one Graph call to the app-user pair unless it is throttled."""
         with self._lock:
             now = self.time()
@@ -801,7 +740,7 @@ class InstagramSandboxState:
                 self._counters["throttled"] += 1
             else:
                 self._calls.setdefault(account_id, deque()).append(now)
-            return BucDecision(self._usage_header(account_id, now), throttled)
+            return RateDecision(self._usage_header(account_id, now), throttled)
 
     def usage_header(self, account_id: str, floor: int = 0) -> dict[str, str]:
         """The current ``X-Business-Use-Case-Usage`` header (``floor``: minimum percentage)."""
@@ -824,35 +763,28 @@ class InstagramSandboxState:
             calls.extend([now] * max(0, self.config.buc_call_limit - used))
             return {"account": account.id, "calls_in_window": len(calls)}
 
+    # ---------------------------------------------------------------- control
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """A ``kind`` (short/long) token for an account with ``scope``."""
+        kind, scope = str(body.get("kind", "long")), str(body.get("scope", BASIC_SCOPE))
+        return self.issue_tokens(ref, kind, scope)
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Fill the rolling window of ``account``."""
+        return self.exhaust(str(body["account"]))
+
     def reset_usage(self) -> None:
         """Forget all Business Use Case usage."""
         with self._lock:
             self._calls.clear()
 
     # ------------------------------------------------------------------ stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request to an endpoint (``"GET /{ig-user-id}/media"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-
-    def record(self, counter: str) -> None:
-        """Bump a named counter (faults fired, ...)."""
-        with self._lock:
-            self._counters[counter] += 1
-
     def stats(self) -> dict[str, Any]:
         """Requests per endpoint, responses per status, OAuth counters, BUC usage."""
         with self._lock:
             now = self.time()
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
+                **self.request_stats(),
                 "throttled": self._counters["throttled"],
                 "faults_fired": self._counters["faults_fired"],
                 "code_exchanges": self._counters["code_exchanges"],

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +12,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from sync_pipeline.sandbox.common import (
+    Fault,
+    apply_delay,
+    control_endpoint,
+    fault_guard,
+    json_body,
+    request_params,
+    sandbox_app,
+    with_query,
+)
 from sync_pipeline.sandbox.strava.state import (
     AccessToken,
-    Fault,
     StravaApiError,
     StravaSandboxState,
     error_body,
@@ -65,53 +71,24 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _params(request: Request) -> dict[str, str]:
-    """Query string merged with a form or JSON body."""
-    params = dict(request.query_params)
-    body = await request.body()
-    if not body:
-        return params
-    ctype = request.headers.get("content-type", "")
-    if "json" in ctype:
-        try:
-            loaded = json.loads(body)
-        except ValueError:
-            raise _bad_request("body") from None
-        if isinstance(loaded, dict):
-            params.update(
-                {k: v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
-            )
-    else:
-        params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
-    return params
-
-
-async def _wait_or_disconnect(request: Request, seconds: float) -> bool:
-    """Sleep up to ``seconds``; return True if the client went away first."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(0.05, left))
-        if await request.is_disconnected():
-            return True
+    """Query string merged with a form or JSON body (JSON values other than strings as JSON)."""
+    try:
+        return await request_params(request, encode=json.dumps, keep_none=True)
+    except ValueError:
+        raise _bad_request("body") from None
 
 
 async def _fire(fault: Fault, request: Request, headers: dict[str, str]) -> JSONResponse | None:
     """Turn a fault into a response; ``None`` means continue normally (slow)."""
-    if fault.kind == "slow":
-        await asyncio.sleep(max(0.0, fault.delay))
+    if fault.kind == "429":  # at once, whatever the delay
+        return JSONResponse(rate_limit_body(), 429, headers=headers)
+    if await apply_delay(fault, request):
         return None
     if fault.kind == "timeout":
-        await _wait_or_disconnect(request, fault.delay if fault.delay > 0 else 30.0)
         return JSONResponse(
             error_body("Gateway Timeout", "Server", "", "timeout"), 504, headers=headers
         )
-    if fault.kind == "429":
-        return JSONResponse(rate_limit_body(), 429, headers=headers)
     status = fault.status or 503
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
     body = error_body(_REASONS.get(status, "Server Error"), "Server", "", "unavailable")
     return JSONResponse(body, status, headers=headers)
 
@@ -192,21 +169,30 @@ def create_app(state: StravaSandboxState) -> Starlette:
 
         return Route(path, endpoint_fn, methods=[method])
 
+    finish = state.finish
+
+    async def fire_bare(fault: Fault, request: Request) -> Response | None:
+        return await _fire(fault, request, {})
+
     async def oauth_guard(
         request: Request, endpoint: str, athlete_id: int | None
     ) -> Response | None:
-        state.record_request(endpoint)
-        fault = state.take_fault(request.url.path, athlete_id)
-        if fault is None:
-            return None
-        response = await _fire(fault, request, {})
-        if response is not None:
-            state.record_response(response.status_code)
-        return response
+        return await fault_guard(state, request, endpoint, athlete_id, fire_bare)
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    async def prepare(
+        request: Request, endpoint: str, owner: Callable[[dict[str, str]], int | None]
+    ) -> dict[str, str] | Response:
+        """The request's parameters, or the response ending it (a bad body or a fault)."""
+        try:
+            params = await _params(request)
+        except StravaApiError as exc:
+            state.record_request(endpoint)
+            return finish(JSONResponse(exc.body, exc.status))
+        guarded = await oauth_guard(request, endpoint, owner(params))
+        return params if guarded is None else guarded
+
+    def nobody(params: dict[str, str]) -> None:
+        return None
 
     async def authorize(request: Request) -> Response:
         q = request.query_params
@@ -221,12 +207,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
             redirect_uri = q.get("redirect_uri")
             if q.get("sandbox_deny", "").lower() in ("1", "true") and redirect_uri:
                 state.check_client(q.get("client_id"))
-                extra = {"state": q["state"]} if "state" in q else {}
-                return finish(
-                    RedirectResponse(
-                        _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302
-                    )
-                )
+                denied = {"state": q["state"]} if "state" in q else {}
+                denied["error"] = "access_denied"
+                return finish(RedirectResponse(with_query(redirect_uri, denied, safe=",:"), 302))
             code, scopes = state.authorize(
                 q.get("client_id"),
                 redirect_uri,
@@ -239,22 +222,18 @@ def create_app(state: StravaSandboxState) -> Starlette:
         params = {"state": q["state"]} if "state" in q else {}
         params.update({"code": code, "scope": scope_string(scopes)})
         assert redirect_uri is not None
-        return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, params, safe=",:"), 302))
+
+    def grant_owner(p: dict[str, str]) -> int | None:
+        if p.get("grant_type") == "refresh_token":
+            return state.athlete_for_refresh_token(p.get("refresh_token"))
+        return state.athlete_for_code(p.get("code"))
 
     async def token(request: Request) -> Response:
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request("POST /oauth/token")
-            return finish(JSONResponse(exc.body, exc.status))
+        p = await prepare(request, "POST /oauth/token", grant_owner)
+        if isinstance(p, Response):
+            return p
         grant = p.get("grant_type")
-        if grant == "refresh_token":
-            athlete_id = state.athlete_for_refresh_token(p.get("refresh_token"))
-        else:
-            athlete_id = state.athlete_for_code(p.get("code"))
-        guarded = await oauth_guard(request, "POST /oauth/token", athlete_id)
-        if guarded is not None:
-            return guarded
         try:
             if grant == "authorization_code":
                 body = state.exchange_code(
@@ -272,32 +251,23 @@ def create_app(state: StravaSandboxState) -> Starlette:
         return finish(JSONResponse(body))
 
     async def deauthorize(request: Request) -> Response:
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request("POST /oauth/deauthorize")
-            return finish(JSONResponse(exc.body, exc.status))
-        value = p.get("access_token") or _bearer(request)
-        guarded = await oauth_guard(
-            request, "POST /oauth/deauthorize", state.athlete_for_token(value)
+        def value(p: dict[str, str]) -> str | None:
+            return p.get("access_token") or _bearer(request)
+
+        p = await prepare(
+            request, "POST /oauth/deauthorize", lambda p: state.athlete_for_token(value(p))
         )
-        if guarded is not None:
-            return guarded
+        if isinstance(p, Response):
+            return p
         try:
-            return finish(JSONResponse(state.deauthorize(value)))
+            return finish(JSONResponse(state.deauthorize(value(p))))
         except StravaApiError as exc:
             return finish(JSONResponse(exc.body, exc.status))
 
     async def create_subscription(request: Request) -> Response:
-        endpoint = "POST /api/v3/push_subscriptions"
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request(endpoint)
-            return finish(JSONResponse(exc.body, exc.status))
-        guarded = await oauth_guard(request, endpoint, None)
-        if guarded is not None:
-            return guarded
+        p = await prepare(request, "POST /api/v3/push_subscriptions", nobody)
+        if isinstance(p, Response):
+            return p
         try:
             # The validation GET to the callback blocks: keep it off the event loop.
             body = await run_in_threadpool(
@@ -323,15 +293,9 @@ def create_app(state: StravaSandboxState) -> Starlette:
         return finish(JSONResponse(body))
 
     async def delete_subscription(request: Request) -> Response:
-        endpoint = "DELETE /api/v3/push_subscriptions/{id}"
-        try:
-            p = await _params(request)
-        except StravaApiError as exc:
-            state.record_request(endpoint)
-            return finish(JSONResponse(exc.body, exc.status))
-        guarded = await oauth_guard(request, endpoint, None)
-        if guarded is not None:
-            return guarded
+        p = await prepare(request, "DELETE /api/v3/push_subscriptions/{id}", nobody)
+        if isinstance(p, Response):
+            return p
         try:
             try:
                 subscription_id = int(request.path_params["id"])
@@ -362,43 +326,11 @@ def create_app(state: StravaSandboxState) -> Starlette:
         Route("/oauth/deauthorize", deauthorize, methods=["POST"]),
         *control_routes(state),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
-
-
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query, safe=",:")))
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        loaded = json.loads(raw)
-    except ValueError:
-        raise StravaApiError(400, {"message": "body must be JSON"}) from None
-    if not isinstance(loaded, dict):
-        raise StravaApiError(400, {"message": "body must be a JSON object"})
-    return loaded
+    return sandbox_app(state, routes)
 
 
 def control_routes(state: StravaSandboxState) -> list[Route]:
-    """Routes of the sandbox-only ``/_sandbox`` control API."""
-
-    def wrap(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return JSONResponse(await fn(request))
-            except StravaApiError as exc:
-                return JSONResponse(exc.body, exc.status)
-            except (ValueError, TypeError, KeyError) as exc:
-                return JSONResponse({"message": f"bad request: {exc}"}, 400)
-
-        return endpoint
+    """Routes of the sandbox-only ``/_sandbox`` control API: athletes, activities, the rest."""
 
     def pid(request: Request) -> int:
         try:
@@ -410,15 +342,15 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         return state.list_athletes()
 
     async def add_athlete(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return {"id": state.add_athlete(int(body.get("activity_count", 0)))}
 
     async def add_activities(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return {"ids": state.add_activities(pid(request), int(body.get("count", 1)))}
 
     async def patch_activity(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return state.update_activity(pid(request), **body)
 
     async def delete_activity(request: Request) -> Any:
@@ -429,45 +361,10 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         return {"revoked": state.revoke(pid(request))}
 
     async def tokens(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await json_body(request)
         return state.issue_tokens(pid(request), str(body.get("scope", "read,activity:read_all")))
 
-    async def add_fault(request: Request) -> Any:
-        body = await _json_body(request)
-        fault_id = state.inject_fault(
-            str(body["kind"]),
-            count=int(body.get("count", 1)),
-            path_contains=body.get("path_contains"),
-            athlete_id=body.get("athlete_id"),
-            delay=float(body.get("delay", 0.0)),
-            status=body.get("status"),
-            activity_id=body.get("activity_id"),
-        )
-        return {"id": fault_id}
-
-    async def list_faults(request: Request) -> Any:
-        return state.list_faults()
-
-    async def clear_faults(request: Request) -> Any:
-        return {"cleared": state.clear_faults()}
-
-    async def stats(request: Request) -> Any:
-        return state.stats()
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    async def reset_usage(request: Request) -> Any:
-        state.reset_usage()
-        return {"ok": True}
-
-    async def clock(request: Request) -> Any:
-        body = await _json_body(request)
-        if request.method == "POST":
-            state.advance_clock(float(body.get("advance", 0.0)))
-        return {"now": state.time()}
-
+    wrap = control_endpoint
     return [
         Route("/_sandbox/athletes", wrap(athletes), methods=["GET"]),
         Route("/_sandbox/athletes", wrap(add_athlete), methods=["POST"]),
@@ -476,11 +373,5 @@ def control_routes(state: StravaSandboxState) -> list[Route]:
         Route("/_sandbox/athletes/{id}/tokens", wrap(tokens), methods=["POST"]),
         Route("/_sandbox/activities/{id}", wrap(patch_activity), methods=["PATCH"]),
         Route("/_sandbox/activities/{id}", wrap(delete_activity), methods=["DELETE"]),
-        Route("/_sandbox/faults", wrap(add_fault), methods=["POST"]),
-        Route("/_sandbox/faults", wrap(list_faults), methods=["GET"]),
-        Route("/_sandbox/faults", wrap(clear_faults), methods=["DELETE"]),
-        Route("/_sandbox/stats", wrap(stats), methods=["GET"]),
-        Route("/_sandbox/reset-stats", wrap(reset_stats), methods=["POST"]),
-        Route("/_sandbox/reset-usage", wrap(reset_usage), methods=["POST"]),
-        Route("/_sandbox/clock", wrap(clock), methods=["GET", "POST"]),
+        *state.control_routes(),
     ]

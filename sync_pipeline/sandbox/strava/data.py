@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from sync_pipeline.sandbox.common import rng_for, seed_for
+
 YEAR_SECONDS = 365 * 86400
 HISTORY_DAYS = 3 * 365
 STREAM_KEYS = (
@@ -222,7 +224,7 @@ class ActivitySpec:
     visibility: str
     has_heartrate: bool
     average_heartrate: float
-    max_heartrate: float
+    max_heartrate: int  # whole beats per minute, as Strava sends it
     device_watts: bool
     average_watts: float
     has_temp: bool
@@ -250,16 +252,9 @@ class ActivitySpec:
     seed: int
 
 
-def rng_for(*parts: object) -> random.Random:
-    """Return a ``random.Random`` seeded stably from the given parts."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def np_rng_for(*parts: object) -> np.random.Generator:
     """Return a numpy generator seeded stably from the given parts."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    return np.random.default_rng(seed_for(*parts))
 
 
 def iso_z(ts: float) -> str:
@@ -441,7 +436,7 @@ def make_activity(
         visibility=visibility,
         has_heartrate=has_hr,
         average_heartrate=avg_hr,
-        max_heartrate=round(avg_hr + rng.uniform(12, 30), 1) if has_hr else 0.0,
+        max_heartrate=round(avg_hr + rng.uniform(12, 30)) if has_hr else 0,
         device_watts=device_watts,
         average_watts=avg_watts,
         has_temp=(not manual) and not sport.trainer and rng.random() < 0.5,

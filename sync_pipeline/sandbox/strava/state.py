@@ -7,35 +7,42 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from sync_pipeline.sandbox.common import Clock as Clock  # moved; still importable here
+from sync_pipeline.sandbox.common import (
+    Fault,
+    RateDecision,
+    SandboxApiError,
+    SandboxState,
+    ScaledConfig,
+    WindowCounter,
+)
+from sync_pipeline.sandbox.common import ManualClock as ManualClock  # moved; still importable here
 from sync_pipeline.sandbox.strava import data
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 
 ACCESS_TOKEN_SECONDS = 21600.0
 AUTH_CODE_SECONDS = 600.0
 SAME_TOKEN_MIN_REMAINING = 3600.0
 WINDOW_15MIN = 900.0
 WINDOW_DAILY = 86400.0
-KNOWN_SCOPES = frozenset(
-    {
-        "read",
-        "read_all",
-        "profile:read_all",
-        "profile:write",
-        "activity:read",
-        "activity:read_all",
-        "activity:write",
-    }
+#: Strava's scopes in its canonical order (the order ``scope`` is echoed in).
+SCOPE_ORDER = (
+    "read",
+    "read_all",
+    "profile:read_all",
+    "profile:write",
+    "activity:read",
+    "activity:read_all",
+    "activity:write",
 )
+KNOWN_SCOPES = frozenset(SCOPE_ORDER)
 FAULT_KINDS = frozenset({"5xx", "timeout", "slow", "429", "revoked", "deleted"})
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 30
@@ -69,40 +76,15 @@ def rate_limit_body() -> dict[str, Any]:
     return error_body("Rate Limit Exceeded", "Application", "rate limit", "exceeded")
 
 
-class StravaApiError(Exception):
+class StravaApiError(SandboxApiError):
     """An HTTP error with a Strava-style JSON body."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status}: {body.get('message')}")
-        self.status = status
-        self.body = body
-
-
-class ManualClock:
-    """A clock tests can move by hand; call it to read the time."""
-
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self._t = float(start)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._t
-
-    def advance(self, seconds: float) -> float:
-        """Move the clock forward and return the new time."""
-        with self._lock:
-            self._t += seconds
-            return self._t
-
-    def set(self, t: float) -> None:
-        """Jump to an absolute time."""
-        with self._lock:
-            self._t = float(t)
+        super().__init__(status, body)
 
 
 @dataclass
-class StravaSandboxConfig:
+class StravaSandboxConfig(ScaledConfig):
     """Settings of one sandbox instance; durations are divided by ``time_scale``.
 
     ``activity_counts`` maps athlete indexes (0-based, or athlete ids) to exact counts.
@@ -131,10 +113,6 @@ class StravaSandboxConfig:
     push_ack_timeout: float = PUSH_ACK_SECONDS
     push_max_attempts: int = PUSH_MAX_ATTEMPTS
     push_retry_backoff: float = PUSH_RETRY_BACKOFF
-
-    def scaled(self, seconds: float) -> float:
-        """A Strava duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 @dataclass
@@ -191,31 +169,6 @@ class AuthCode:
 
 
 @dataclass
-class Fault:
-    """An injected fault waiting to fire ``remaining`` more times."""
-
-    id: int
-    kind: str
-    remaining: int
-    path_contains: str | None = None
-    athlete_id: int | None = None
-    delay: float = 0.0
-    status: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "remaining": self.remaining,
-            "path_contains": self.path_contains,
-            "athlete_id": self.athlete_id,
-            "delay": self.delay,
-            "status": self.status,
-        }
-
-
-@dataclass
 class PushSubscription:
     """The application's webhook subscription (Strava allows one per application)."""
 
@@ -236,14 +189,6 @@ class PushDelivery:
     due: float = 0.0  # time.monotonic() of the next attempt
 
 
-@dataclass
-class RateDecision:
-    """Result of counting one API request against the limits."""
-
-    headers: dict[str, str]
-    limited: bool
-
-
 def _scope_set(raw: str | None) -> frozenset[str]:
     parts = {p.strip() for p in (raw or "").replace(" ", ",").split(",") if p.strip()}
     unknown = parts - KNOWN_SCOPES
@@ -254,45 +199,25 @@ def _scope_set(raw: str | None) -> frozenset[str]:
 
 def scope_string(scopes: frozenset[str]) -> str:
     """Comma-separated scopes in Strava's canonical order."""
-    order = [
-        "read",
-        "read_all",
-        "profile:read_all",
-        "profile:write",
-        "activity:read",
-        "activity:read_all",
-        "activity:write",
-    ]
-    return ",".join(s for s in order if s in scopes)
+    return ",".join(s for s in SCOPE_ORDER if s in scopes)
 
 
-class StravaSandboxState:
+class StravaSandboxState(SandboxState[StravaSandboxConfig]):
     """Everything the sandbox knows; all public methods are thread-safe."""
 
-    def __init__(self, config: StravaSandboxConfig | None = None, now: Clock | None = None) -> None:
-        self.config = config or StravaSandboxConfig()
-        if self.config.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(
-            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
-        )
+    namespace = "strava"
+    config_type = StravaSandboxConfig
+    fault_kinds = FAULT_KINDS
+
+    def setup(self) -> None:
+        """Athletes with their activities, tokens, windows and push delivery."""
+        self.windows = WindowCounter()
         self._athletes: dict[int, AthleteRecord] = {}
         self._activities: dict[int, ActivityRecord] = {}
         self._access: dict[str, AccessToken] = {}
         self._refresh: dict[str, int] = {}
         self._grants: dict[int, Grant] = {}
         self._codes: dict[str, AuthCode] = {}
-        self._faults: list[Fault] = []
-        self._fault_seq = 0
-        self._usage_windows: dict[str, tuple[int, int]] = {}
-        self._stats_requests: Counter[str] = Counter()
-        self._stats_status: Counter[str] = Counter()
-        self._rate_limited = 0
-        self._refreshes = 0
-        self._requests_total = 0
         self._push_subscription: PushSubscription | None = None
         self._push_seq = 0
         self._push_cond = threading.Condition()  # guards the delivery queue; taken after _lock
@@ -307,17 +232,6 @@ class StravaSandboxState:
             athlete_id = self.config.first_athlete_id + index
             count = explicit.get(index, explicit.get(athlete_id, counts[index]))
             self._create_athlete(athlete_id, count)
-
-    # ----------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
 
     # ----------------------------------------------------------------- data
     def _create_athlete(self, athlete_id: int, count: int) -> None:
@@ -747,7 +661,7 @@ class StravaSandboxState:
             self._refresh[new_refresh] = athlete_id
             grant.refresh_token = new_refresh
             grant.access_token = access.token
-            self._refreshes += 1
+            self._counters["refreshes"] += 1
             return self._token_response(access, new_refresh)
 
     def revoke(self, athlete_id: int) -> int:
@@ -801,16 +715,12 @@ class StravaSandboxState:
 
     # ------------------------------------------------------------ rate limits
     def _bump(self, name: str, window: float, now: float) -> int:
-        index = int(now // self.config.scaled(window))
-        old_index, used = self._usage_windows.get(name, (index, 0))
-        used = used + 1 if old_index == index else 1
-        self._usage_windows[name] = (index, used)
-        return used
+        length = self.config.scaled(window)
+        return self.windows.add(name, WindowCounter.aligned_start(now, length))
 
     def _peek(self, name: str, window: float, now: float) -> int:
-        index = int(now // self.config.scaled(window))
-        old_index, used = self._usage_windows.get(name, (index, 0))
-        return used if old_index == index else 0
+        length = self.config.scaled(window)
+        return self.windows.peek(name, WindowCounter.aligned_start(now, length))
 
     def usage(self) -> dict[str, int]:
         """Current usage in the running windows."""
@@ -850,8 +760,7 @@ class StravaSandboxState:
 
     def reset_usage(self) -> None:
         """Forget all rate-limit usage."""
-        with self._lock:
-            self._usage_windows.clear()
+        self.windows.reset()
 
     # ----------------------------------------------------------------- faults
     def inject_fault(
@@ -877,50 +786,40 @@ class StravaSandboxState:
                 raise ValueError("deleted needs activity_id")
             self.delete_activity(activity_id)
             return None
-        if status is not None and kind == "5xx" and not 500 <= status <= 599:
-            raise ValueError("status must be 5xx")
-        if count < 1:
-            raise ValueError("count must be >= 1")
-        with self._lock:
-            self._fault_seq += 1
-            self._faults.append(
-                Fault(self._fault_seq, kind, count, path_contains, athlete_id, delay, status)
-            )
-            return self._fault_seq
+        return self.faults.inject(kind, count, path_contains, athlete_id, delay, status)
 
     def take_fault(self, path: str, athlete_id: int | None) -> Fault | None:
         """Consume one firing of the first fault matching this request."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.path_contains and fault.path_contains not in path:
-                    continue
-                if fault.athlete_id is not None and fault.athlete_id != athlete_id:
-                    continue
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return Fault(
-                    fault.id,
-                    fault.kind,
-                    1,
-                    fault.path_contains,
-                    fault.athlete_id,
-                    fault.delay,
-                    fault.status,
-                )
-            return None
+        return self.faults.take(path, athlete_id)
 
     def list_faults(self) -> list[dict[str, Any]]:
-        """Pending faults."""
-        with self._lock:
-            return [f.as_dict() for f in self._faults]
+        """Pending faults (``athlete_id`` names the athlete a fault is limited to)."""
+        out = []
+        for fault in self.faults.list():
+            principal = fault.pop("principal")
+            athlete = int(principal) if principal and principal.isdigit() else principal
+            out.append({**fault, "athlete_id": athlete})
+        return out
 
     def clear_faults(self) -> int:
         """Drop all pending faults; returns how many."""
-        with self._lock:
-            n = len(self._faults)
-            self._faults.clear()
-            return n
+        return self.faults.clear()
+
+    def list_control_faults(self) -> list[dict[str, Any]]:
+        """``GET /_sandbox/faults``."""
+        return self.list_faults()
+
+    def inject_control_fault(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/faults``: the shared fields plus ``athlete_id`` and ``activity_id``."""
+        return self.inject_fault(
+            str(body["kind"]),
+            count=int(body.get("count", 1)),
+            path_contains=body.get("path_contains"),
+            athlete_id=body.get("athlete_id"),
+            delay=float(body.get("delay", 0.0)),
+            status=body.get("status"),
+            activity_id=body.get("activity_id"),
+        )
 
     # ------------------------------------------------------- push subscriptions
     def create_push_subscription(
@@ -1177,40 +1076,26 @@ class StravaSandboxState:
             worker.join(timeout)
 
     # ------------------------------------------------------------------ stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request to a Strava endpoint (``"GET /api/v3/athlete"``)."""
-        with self._lock:
-            self._requests_total += 1
-            self._stats_requests[endpoint] += 1
-
     def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._stats_status[str(status)] += 1
-            if status == 429:
-                self._rate_limited += 1
+        """Count a response status (429s also as ``rate_limited``)."""
+        super().record_response(status)
+        if status == 429:
+            self.record("rate_limited")
 
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset, plus current usage."""
         with self._lock:
             return {
-                "requests_total": self._requests_total,
-                "requests_by_endpoint": dict(self._stats_requests),
-                "responses_by_status": dict(self._stats_status),
-                "rate_limited": self._rate_limited,
+                **self.request_stats(),
+                "rate_limited": self._counters["rate_limited"],
                 "usage": self.usage(),
-                "refreshes": self._refreshes,
+                "refreshes": self._counters["refreshes"],
                 "push": self.push_stats(),
             }
 
     def reset_stats(self) -> None:
         """Zero the counters (rate-limit usage is kept; see ``reset_usage``)."""
-        with self._lock:
-            self._requests_total = 0
-            self._stats_requests.clear()
-            self._stats_status.clear()
-            self._rate_limited = 0
-            self._refreshes = 0
+        super().reset_stats()
         with self._push_cond:
             self._push_stats.clear()
 

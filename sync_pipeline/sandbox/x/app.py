@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,14 +17,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     IssuedToken,
     apply_delay,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.x.state import (
     ME,
@@ -69,18 +67,10 @@ async def _fault_response(
     return JSONResponse(problem(status, _reason(status)), status, headers=headers)
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def create_app(state: XSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     async def api(request: Request, endpoint: str, handler: Handler) -> Response:
         state.record_request(endpoint)
@@ -161,7 +151,7 @@ def create_app(state: XSandboxState) -> Starlette:
 
         def fail(error: str, description: str) -> Response:
             params = {**extra, "error": error, "error_description": description}
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params), 302))
 
         if q.get("sandbox_deny", "").lower() in ("1", "true"):
             return fail("access_denied", "The user denied the request.")
@@ -180,7 +170,7 @@ def create_app(state: XSandboxState) -> Starlette:
         if not scopes:
             return fail("invalid_scope", "Missing required parameter [scope].")
         code = state.new_code(user_id, scopes, redirect_uri, q["code_challenge"], method)
-        return finish(RedirectResponse(_with_query(redirect_uri, {**extra, "code": code}), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, {**extra, "code": code}), 302))
 
     async def token(request: Request) -> Response:
         state.record_request("POST /2/oauth2/token")
@@ -222,80 +212,7 @@ def create_app(state: XSandboxState) -> Starlette:
         Route("/2/users/{id}/tweets", timeline, methods=["GET"]),
         Route("/2/oauth2/token", token, methods=["POST"]),
         Route("/i/oauth2/authorize", authorize, methods=["GET"]),
-        *control_routes(
-            ControlHooks(
-                faults=state.faults,
-                clock=state.time,
-                advance=state.advance_clock,
-                stats=state.stats,
-                reset_usage=state.reset_usage,
-                extra=_extra_control_routes(state),
-            )
-        ),
+        *state.control_routes(),
         Route("/2/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
-
-
-def _extra_control_routes(state: XSandboxState) -> list[Route]:
-    """X-specific ``/_sandbox`` routes: accounts, posts, tokens, daily counts, exhaustion."""
-
-    def ref(request: Request) -> str:
-        return str(request.path_params["id"])
-
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        count = body.get("count")
-        return state.add_account(
-            history_days=None if days is None else int(days),
-            count=None if count is None else int(count),
-            tz=body.get("time_zone"),
-        )
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            ref(request), int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(ref(request))}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(ref(request))}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        scope = str(body.get("scope", "tweet.read users.read offline.access"))
-        return state.issue_tokens(ref(request), scope)
-
-    async def daily(request: Request) -> Any:
-        q = request.query_params
-        reachable = q.get("reachable_only", "true").lower() not in ("0", "false")
-        return state.daily_counts(ref(request), q.get("tz"), reachable)
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(
-            str(body.get("endpoint", "tweets")), body.get("account"), str(body.get("scope", "user"))
-        )
-
-    wrap = control_endpoint
-    return [
-        Route("/_sandbox/accounts", wrap(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", wrap(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", wrap(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", wrap(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", wrap(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", wrap(tokens), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/daily-counts", wrap(daily), methods=["GET"]),
-        Route("/_sandbox/exhaust", wrap(exhaust), methods=["POST"]),
-    ]
+    return sandbox_app(state, routes)

@@ -12,22 +12,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
-import time
 from bisect import insort
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sync_pipeline.sandbox.common import (
-    Clock,
-    FaultBook,
+    AccountIndex,
+    HistoryAccountSandboxState,
     IssuedToken,
     OAuthIssuer,
-    TokenPolicy,
+    RateDecision,
+    SandboxApiError,
+    ScaledConfig,
     WindowCounter,
-    rng_for,
 )
 from sync_pipeline.sandbox.x import history
 
@@ -76,16 +74,8 @@ ME = "GET /2/users/me"
 TIMELINE = "GET /2/users/:id/tweets"
 
 
-class XApiError(Exception):
+class XApiError(SandboxApiError):
     """An HTTP error with an X-style JSON body (and optional extra headers)."""
-
-    def __init__(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
 
 
 def problem(status: int, title: str) -> dict[str, Any]:
@@ -222,7 +212,7 @@ class XAccount:
 
 
 @dataclass
-class XSandboxConfig:
+class XSandboxConfig(ScaledConfig):
     """Settings of one X sandbox; durations are divided by ``time_scale``.
 
     ``tweet_counts`` maps account indexes (0-based) to exact post counts; the others get a
@@ -250,112 +240,64 @@ class XSandboxConfig:
     access_token_seconds: float = ACCESS_TOKEN_SECONDS
     auth_code_seconds: float = AUTH_CODE_SECONDS
 
-    def scaled(self, seconds: float) -> float:
-        """An X duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
-
-@dataclass
-class RateDecision:
-    """Outcome of counting one API request: headers to send and whether it is refused."""
-
-    headers: dict[str, str]
-    limited: bool
-
-
-class XSandboxState:
+class XSandboxState(HistoryAccountSandboxState[XSandboxConfig]):
     """Everything the X sandbox knows; all public methods are thread-safe."""
 
-    def __init__(self, config: XSandboxConfig | None = None, now: Clock | None = None) -> None:
-        self.config = config or XSandboxConfig()
-        if self.config.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(
-            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
-        )
+    namespace = "x"
+    config_type = XSandboxConfig
+
+    def setup(self) -> None:
+        """Accounts with their post histories, the OAuth issuer and the rate windows."""
         c = self.config
-        self.issuer = OAuthIssuer(
-            TokenPolicy(
-                access_seconds=c.scaled(c.access_token_seconds),
-                issues_refresh=True,
-                rotate_refresh=True,
-                code_seconds=c.scaled(c.auth_code_seconds),
-                prefix="x",
-            ),
-            self.time,
+        policy = self.token_policy(
+            c.access_token_seconds, c.auth_code_seconds, "x", rotate_refresh=True
         )
-        self.faults = FaultBook()
+        self.issuer = OAuthIssuer(policy, self.time)
         self.windows = WindowCounter()
-        self._accounts: dict[str, XAccount] = {}
-        self._by_username: dict[str, str] = {}
+        self._accounts: AccountIndex[XAccount] = AccountIndex()
         self._seq = 0
         self._connected: set[str] = set()
         self._code_owner: dict[str, str] = {}
         self._refresh_owner: dict[str, str] = {}
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counters: Counter[str] = Counter()
         explicit = c.tweet_counts or {}
         for index in range(c.accounts):
             self._create_account(index, c.history_days, explicit.get(index))
-
-    # ----------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
 
     # ----------------------------------------------------------------- data
     def _create_account(
         self, index: int, days: int, count: int | None, tz: str | None = None
     ) -> XAccount:
-        seed = self.config.seed
-        rng = rng_for("x", seed, "account", index)
+        rng = self.rng("account", index)
         user_id = str(1_400_000_000 + index * 1_000_003 + rng.randrange(1_000_000))
         username = history.pick_handle(rng)
-        while username in self._by_username:
+        while self._accounts.has_username(username):
             username = history.pick_handle(rng)
         zone = tz or history.pick_timezone(rng, index)
         profile = history.pick_profile(rng, self.config.tweets_per_active_day)
         created = self.anchor - rng.uniform(400, 4000) * 86400
         account = XAccount(index, user_id, username, history.pick_name(rng), zone, created)
         stamps = history.generate_history(
-            rng_for("x", seed, "history", index), zone, self.anchor, days, profile, count
+            self.rng("history", index), zone, self.anchor, days, profile, count
         )
-        ms_rng = rng_for("x", seed, "ms", index)
+        ms_rng = self.rng("ms", index)
         for ts in stamps:
             account.tweets.append(self._new_tweet(account, ts * 1000 + ms_rng.randrange(1000)))
         account.tweets.sort(key=lambda t: t.id)
-        self._accounts[user_id] = account
-        self._by_username[username.lower()] = user_id
-        return account
+        return self._accounts.add(user_id, username, account)
 
     def _new_tweet(self, account: XAccount, created_ms: int) -> Tweet:
         self._seq += 1
         tweet_id = ((created_ms - TWEPOCH_MS) << 22) | (self._seq % (1 << 22))
-        rng = rng_for("x", self.config.seed, "text", account.id, created_ms, self._seq)
+        rng = self.rng("text", account.id, created_ms, self._seq)
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
         text = f"{words.capitalize()} #{rng.choice(TAGS)}"
         return Tweet(tweet_id, account.id, created_ms, text)
 
     def account(self, ref: str | int) -> XAccount:
         """An account by id or username (case-insensitive); KeyError when unknown."""
-        key = str(ref)
         with self._lock:
-            if key in self._accounts:
-                return self._accounts[key]
-            user_id = self._by_username.get(key.lstrip("@").lower())
-            if user_id is None:
-                raise KeyError(f"unknown account {ref!r}")
-            return self._accounts[user_id]
+            return self._accounts.find(ref)
 
     def account_ids(self) -> list[str]:
         """All account ids in creation order."""
@@ -420,7 +362,7 @@ class XSandboxState:
         """User object with the default fields plus the requested ``user.fields``."""
         out: dict[str, Any] = {"id": account.id, "name": account.name}
         out["username"] = account.username
-        rng = rng_for("x", self.config.seed, "user-metrics", account.id)
+        rng = self.rng("user-metrics", account.id)
         extra: dict[str, Any] = {
             "created_at": history.utc_iso(account.created_at, millis=True),
             "description": f"Posting about {rng.choice(TAGS)} and {rng.choice(WORDS)}.",
@@ -456,7 +398,7 @@ class XSandboxState:
         }
         if not fields:
             return out
-        rng = rng_for("x", self.config.seed, "tweet-metrics", tweet.id)
+        rng = self.rng("tweet-metrics", tweet.id)
         impressions = rng.randint(20, 20_000)
         extra: dict[str, Any] = {
             "created_at": history.utc_iso(tweet.created_at, millis=True),
@@ -611,10 +553,7 @@ class XSandboxState:
     def resolve_user(self, ref: str | None) -> str:
         """Account id chosen by ``sandbox_user`` (id or username), or the next unconnected."""
         with self._lock:
-            if ref:
-                return self.account(ref).id
-            pending = [a for a in self._accounts if a not in self._connected]
-            return pending[0] if pending else next(iter(self._accounts))
+            return self.account(ref).id if ref else self._accounts.first_not_in(self._connected)
 
     def redirect_allowed(self, redirect_uri: str) -> bool:
         """Whether the redirect URI is registered (any when none are configured)."""
@@ -749,6 +688,17 @@ class XSandboxState:
         """Expire every access token of an account now."""
         return self.issuer.expire(self.account(ref).id)
 
+    # ---------------------------------------------------------------- control
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """Tokens for an account with ``scope`` (default: read plus offline access)."""
+        scope = str(body.get("scope", "tweet.read users.read offline.access"))
+        return self.issue_tokens(ref, scope)
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Spend a window: ``endpoint`` (me/tweets), ``account`` and ``scope`` (user/app)."""
+        endpoint, scope = str(body.get("endpoint", "tweets")), str(body.get("scope", "user"))
+        return self.exhaust(endpoint, body.get("account"), scope)
+
     # ------------------------------------------------------------ rate limits
     def _limits(self, endpoint: str) -> tuple[int, int | None]:
         c = self.config
@@ -841,28 +791,11 @@ class XSandboxState:
             return out
 
     # ------------------------------------------------------------------ stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request to an endpoint (``"GET /2/users/me"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-
-    def record(self, counter: str) -> None:
-        """Bump a named counter (faults fired, ...)."""
-        with self._lock:
-            self._counters[counter] += 1
-
     def stats(self) -> dict[str, Any]:
         """Requests per endpoint, responses per status, OAuth and limit counters, usage."""
         with self._lock:
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
+                **self.request_stats(),
                 "rate_limited": self._counters["rate_limited"],
                 "faults_fired": self._counters["faults_fired"],
                 "code_exchanges": self._counters["code_exchanges"],

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,13 +18,14 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sync_pipeline.sandbox.common import (
-    ControlHooks,
     Fault,
     apply_delay,
+    basic_credentials,
     bearer,
-    control_endpoint,
-    control_routes,
-    json_body,
+    fault_guard,
+    request_params,
+    sandbox_app,
+    with_query,
 )
 from sync_pipeline.sandbox.youtube import data
 from sync_pipeline.sandbox.youtube.data import Channel
@@ -61,29 +60,12 @@ _ERROR_REASONS = {
 }
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 async def _form(request: Request) -> dict[str, str]:
-    """Query string merged with a form or JSON body (Google's token endpoint takes both)."""
-    params = dict(request.query_params)
-    raw = await request.body()
-    if raw.strip():
-        if "json" in request.headers.get("content-type", ""):
-            loaded = json.loads(raw)
-            if isinstance(loaded, dict):
-                params.update({k: str(v) for k, v in loaded.items() if v is not None})
-        else:
-            params.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    """Query string merged with a form or JSON body, plus HTTP Basic client credentials."""
+    params = await request_params(request)
+    scheme = request.headers.get("authorization", "").partition(" ")[0]
     if scheme.lower() == "basic":
-        try:
-            client_id, _, secret = base64.b64decode(value).decode().partition(":")
-        except (ValueError, binascii.Error):
-            client_id, secret = "", ""
+        client_id, secret = basic_credentials(request) or ("", "")
         params.setdefault("client_id", client_id)
         params.setdefault("client_secret", secret)
     return params
@@ -141,9 +123,7 @@ def _max_results(request: Request, default: int) -> int:
 def create_app(state: YouTubeSandboxState) -> Starlette:
     """Build the ASGI app around ``state``."""
 
-    def finish(response: Response) -> Response:
-        state.record_response(response.status_code)
-        return response
+    finish = state.finish
 
     def error_response(exc: GoogleApiError) -> Response:
         return JSONResponse(exc.body, exc.status, headers=exc.headers)
@@ -313,15 +293,13 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
         return Route(path, endpoint_fn, methods=["GET"])
 
     # -------------------------------------------------------------------------- OAuth
+    async def fire_oauth(fault: Fault, request: Request) -> Response | None:
+        return await fire(fault, request, oauth=True)
+
     async def oauth_guard(
         request: Request, endpoint: str, principal: str | None
     ) -> Response | None:
-        state.record_request(endpoint)
-        fault = state.faults.take(request.url.path, principal)
-        if fault is None:
-            return None
-        response = await fire(fault, request, oauth=True)
-        return None if response is None else finish(response)
+        return await fault_guard(state, request, endpoint, principal, fire_oauth)
 
     def error_page(status: int, error: str, detail: str) -> Response:
         html = (
@@ -358,12 +336,10 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
         extra = {"state": q["state"]} if "state" in q else {}
         if q.get("response_type") != "code":
             params = {**extra, "error": "unsupported_response_type"}
-            return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+            return finish(RedirectResponse(with_query(redirect_uri, params), 302))
         if q.get("sandbox_deny", "").lower() in ("1", "true"):
             return finish(
-                RedirectResponse(
-                    _with_query(redirect_uri, {**extra, "error": "access_denied"}), 302
-                )
+                RedirectResponse(with_query(redirect_uri, {**extra, "error": "access_denied"}), 302)
             )
         try:
             channel = state.pick_channel(q.get("sandbox_user"))
@@ -377,7 +353,7 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
             consent="consent" in q.get("prompt", "").split(),
         )
         params = {**extra, "code": code, "scope": " ".join(sorted(scopes))}
-        return finish(RedirectResponse(_with_query(redirect_uri, params), 302))
+        return finish(RedirectResponse(with_query(redirect_uri, params), 302))
 
     async def token(request: Request) -> Response:
         try:
@@ -430,68 +406,8 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
             )
         return finish(JSONResponse({}))
 
-    # ---------------------------------------------------------------------- control
-    async def accounts(request: Request) -> Any:
-        return state.list_accounts()
-
-    async def add_account(request: Request) -> Any:
-        body = await json_body(request)
-        days = body.get("history_days")
-        channel = state.add_account(None if days is None else int(days), body.get("time_zone"))
-        return next(a for a in state.list_accounts() if a["id"] == channel.account_id)
-
-    async def add_items(request: Request) -> Any:
-        body = await json_body(request)
-        at = body.get("at")
-        ids = state.add_items(
-            request.path_params["id"], int(body.get("count", 1)), None if at is None else float(at)
-        )
-        return {"ids": ids}
-
-    async def revoke(request: Request) -> Any:
-        return {"revoked": state.revoke(request.path_params["id"])}
-
-    async def expire(request: Request) -> Any:
-        return {"expired": state.expire(request.path_params["id"])}
-
-    async def tokens(request: Request) -> Any:
-        body = await json_body(request)
-        return state.issue_tokens(request.path_params["id"], body.get("scope"))
-
-    async def daily_counts(request: Request) -> Any:
-        return state.daily_counts(request.path_params["id"], request.query_params.get("tz"))
-
-    async def exhaust(request: Request) -> Any:
-        body = await json_body(request)
-        return state.exhaust(int(body.get("remaining", 0)))
-
-    async def reset_stats(request: Request) -> Any:
-        state.reset_stats()
-        return {"ok": True}
-
-    extra = [
-        Route("/_sandbox/accounts", control_endpoint(accounts), methods=["GET"]),
-        Route("/_sandbox/accounts", control_endpoint(add_account), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/items", control_endpoint(add_items), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/revoke", control_endpoint(revoke), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/expire", control_endpoint(expire), methods=["POST"]),
-        Route("/_sandbox/accounts/{id}/tokens", control_endpoint(tokens), methods=["POST"]),
-        Route(
-            "/_sandbox/accounts/{id}/daily-counts", control_endpoint(daily_counts), methods=["GET"]
-        ),
-        Route("/_sandbox/exhaust", control_endpoint(exhaust), methods=["POST"]),
-        Route("/_sandbox/reset-stats", control_endpoint(reset_stats), methods=["POST"]),
-    ]
-    hooks = ControlHooks(
-        faults=state.faults,
-        clock=state.time,
-        advance=state.advance_clock,
-        stats=state.stats,
-        reset_usage=state.reset_usage,
-        extra=extra,
-    )
     routes = [
-        *control_routes(hooks),
+        *state.control_routes(),
         Route("/o/oauth2/v2/auth", authorize, methods=["GET"]),
         Route("/o/oauth2/auth", authorize, methods=["GET"]),
         Route("/token", token, methods=["POST"]),
@@ -501,6 +417,4 @@ def create_app(state: YouTubeSandboxState) -> Starlette:
         api_route("/youtube/v3/playlistItems", playlist_items),
         api_route("/youtube/v3/{rest:path}", unknown, "/youtube/v3/*"),
     ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = state
-    return app
+    return sandbox_app(state, routes)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync_pipeline.sandbox.common import rng_for
+from sync_pipeline.sandbox.common import random_local_time, rng_for, streak_days
 
 TIME_ZONES = (
     "Europe/Berlin",
@@ -96,19 +96,10 @@ def history(seed: int, channel: Channel, now: float, days: int) -> list[int]:
     rng = rng_for(seed, "youtube-history", channel.index)
     tz = ZoneInfo(channel.time_zone)
     today = datetime.fromtimestamp(now, tz).date()
-    active = rng.random() < 0.4
     out: list[int] = []
-    for back in range(days - 1, -1, -1):
-        day = today - timedelta(days=back)
-        active = rng.random() < (0.6 if active else 0.22)
-        if not active:
-            continue
+    for day in streak_days(rng, today, days, first=0.4, stay=0.6, start=0.22):
         for _ in range(rng.choices(UPLOADS_PER_DAY, UPLOADS_PER_DAY_WEIGHTS)[0]):
-            hour = rng.choices(HOURS, HOUR_WEIGHTS)[0]
-            local = datetime(
-                day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=tz
-            )
-            ts = int(local.timestamp())
+            ts = random_local_time(rng, day, rng.choices(HOURS, HOUR_WEIGHTS)[0], tz)
             if ts <= now:
                 out.append(ts)
     out.sort()

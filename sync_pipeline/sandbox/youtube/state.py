@@ -15,27 +15,26 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
-import time
 from bisect import insort
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.sandbox.common import (
-    FaultBook,
+    AccountSandboxState,
     IssuedToken,
     OAuthIssuer,
-    TokenPolicy,
+    SandboxApiError,
+    ScaledConfig,
     WindowCounter,
+    check_history,
+    optional,
 )
 from sync_pipeline.sandbox.youtube import data
 from sync_pipeline.sandbox.youtube.data import Channel, Video
-
-Clock = Callable[[], float]
 
 ACCESS_TOKEN_SECONDS = 3599
 AUTH_CODE_SECONDS = 600.0
@@ -55,14 +54,8 @@ KNOWN_SCOPES = YOUTUBE_READ_SCOPES | {
 }
 
 
-class GoogleApiError(Exception):
+class GoogleApiError(SandboxApiError):
     """An HTTP error with Google's JSON error body (API or OAuth endpoint shape)."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
 
 
 _STATUS_NAMES = {
@@ -132,7 +125,7 @@ def oauth_error(status: int, error: str, description: str) -> GoogleApiError:
 
 
 @dataclass
-class YouTubeSandboxConfig:
+class YouTubeSandboxConfig(ScaledConfig):
     """Settings of one YouTube sandbox; token lifetimes are divided by ``time_scale``.
 
     ``redirect_uris``: the OAuth client's registered redirect URIs (None: accept any).
@@ -152,10 +145,6 @@ class YouTubeSandboxConfig:
     refresh_token_lifetime: float | None = None
     time_scale: float = 1.0
     anchor_epoch: float | None = None
-
-    def scaled(self, seconds: float) -> float:
-        """A Google duration compressed by ``time_scale``."""
-        return seconds / self.time_scale
 
 
 class _GoogleIssuer(OAuthIssuer):
@@ -202,60 +191,27 @@ def scope_string(scopes: frozenset[str]) -> str:
     return " ".join(sorted(scopes))
 
 
-class YouTubeSandboxState:
+class YouTubeSandboxState(AccountSandboxState[YouTubeSandboxConfig]):
     """Everything the YouTube sandbox knows; all public methods are thread-safe."""
 
-    def __init__(
-        self, config: YouTubeSandboxConfig | None = None, now: Clock | None = None
-    ) -> None:
-        self.config = config or YouTubeSandboxConfig()
-        if self.config.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
+    namespace = "youtube"
+    config_type = YouTubeSandboxConfig
+
+    def setup(self) -> None:
+        """Channels with their uploads, the Google OAuth issuer and the quota."""
         self.quota_zone = ZoneInfo(self.config.quota_timezone)
-        self.now: Clock = now or time.time
-        self._offset = 0.0
-        self._lock = threading.RLock()
-        self.anchor = float(
-            self.config.anchor_epoch if self.config.anchor_epoch is not None else self.time()
-        )
-        self.faults = FaultBook()
-        self._issuer = _GoogleIssuer(
-            TokenPolicy(
-                access_seconds=self.config.scaled(ACCESS_TOKEN_SECONDS),
-                issues_refresh=True,
-                rotate_refresh=False,
-                code_seconds=self.config.scaled(AUTH_CODE_SECONDS),
-                prefix="ya29",
-            ),
-            self.time,
-        )
+        policy = self.token_policy(ACCESS_TOKEN_SECONDS, AUTH_CODE_SECONDS, "ya29")
+        self._issuer = _GoogleIssuer(policy, self.time)
         self._channels: list[Channel] = []
         self._codes: dict[str, CodeMeta] = {}
         self._refresh: dict[str, RefreshMeta] = {}
         self._quota = WindowCounter()
-        self._requests: Counter[str] = Counter()
-        self._statuses: Counter[str] = Counter()
-        self._counts: Counter[str] = Counter()
         for _ in range(self.config.accounts):
             self._create_channel(self.config.history_days, None)
 
-    # ------------------------------------------------------------------------- time
-    def time(self) -> float:
-        """Current sandbox time: the clock plus any offset from ``advance_clock``."""
-        return self.now() + self._offset
-
-    def advance_clock(self, seconds: float) -> float:
-        """Shift sandbox time forward (works with any clock) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-            return self.time()
-
     # --------------------------------------------------------------------- channels
     def _create_channel(self, days: int, time_zone: str | None) -> Channel:
-        if days < 0:
-            raise ValueError("history_days must be >= 0")
-        if time_zone is not None:
-            ZoneInfo(time_zone)
+        check_history(days, time_zone)
         index = len(self._channels)
         now = self.anchor if index < self.config.accounts else self.time()
         channel = data.make_channel(self.config.seed, index, now, time_zone)
@@ -419,15 +375,11 @@ class YouTubeSandboxState:
 
     def principal_for_code(self, code: str | None) -> str | None:
         """Account id a code was issued for (fault matching)."""
-        with self._lock:
-            meta = self._codes.get(code or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._codes, code)
 
     def principal_for_refresh(self, refresh_token: str | None) -> str | None:
         """Account id of a refresh token (fault matching)."""
-        with self._lock:
-            meta = self._refresh.get(refresh_token or "")
-            return None if meta is None else meta.principal
+        return self.owner_in(self._refresh, refresh_token)
 
     def principal_for_token(self, access_token: str | None) -> str | None:
         """Account id of an access token, even expired or revoked."""
@@ -501,7 +453,7 @@ class YouTubeSandboxState:
             result = self._issuer.refresh(value)
             if result is None:
                 raise invalid
-            self._counts["refreshes"] += 1
+            self._counters["refreshes"] += 1
             access, _ = result
             return {
                 "access_token": access.value,
@@ -560,7 +512,7 @@ class YouTubeSandboxState:
             start, _ = self.quota_day()
             used = self._quota.peek(name, start)
             if self.config.rate_limits_enabled and used + cost > self.config.daily_quota:
-                self._counts["quota_exceeded"] += 1
+                self._counters["quota_exceeded"] += 1
                 return False
             self._quota.add(name, start, cost)
             return True
@@ -592,37 +544,40 @@ class YouTubeSandboxState:
                 self._quota.add(name, start, target - used)
             return self.quota()
 
+    # ------------------------------------------------------------------------ control
+    def control_add_account(self, body: dict[str, Any]) -> Any:
+        """``POST /_sandbox/accounts``: ``history_days`` and ``time_zone``; the account's view."""
+        channel = self.add_account(optional(body, "history_days", int), body.get("time_zone"))
+        return next(a for a in self.list_accounts() if a["id"] == channel.account_id)
+
+    def control_add_items(self, ref: str, body: dict[str, Any]) -> list[str]:
+        """New uploads: ``count`` of them, at ``at`` or now."""
+        return self.add_items(ref, int(body.get("count", 1)), optional(body, "at", float))
+
+    def control_tokens(self, ref: str, body: dict[str, Any]) -> Any:
+        """Tokens for an account with ``scope`` (default: read-only YouTube)."""
+        return self.issue_tokens(ref, body.get("scope"))
+
+    def control_daily_counts(self, ref: str, query: Mapping[str, str]) -> Any:
+        """Uploads per day in ``tz``."""
+        return self.daily_counts(ref, query.get("tz"))
+
+    def control_exhaust(self, body: dict[str, Any]) -> Any:
+        """Use up today's quota down to ``remaining`` units."""
+        return self.exhaust(int(body.get("remaining", 0)))
+
     def reset_usage(self) -> None:
         """Forget all quota usage."""
         with self._lock:
             self._quota.reset()
 
     # ------------------------------------------------------------------------- stats
-    def record_request(self, endpoint: str) -> None:
-        """Count a request (``"GET /youtube/v3/playlistItems"``)."""
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def record_response(self, status: int) -> None:
-        """Count a response status."""
-        with self._lock:
-            self._statuses[str(status)] += 1
-
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset plus today's quota."""
         with self._lock:
             return {
-                "requests_total": sum(self._requests.values()),
-                "requests_by_endpoint": dict(self._requests),
-                "responses_by_status": dict(self._statuses),
-                "quota_exceeded": self._counts["quota_exceeded"],
-                "refreshes": self._counts["refreshes"],
+                **self.request_stats(),
+                "quota_exceeded": self._counters["quota_exceeded"],
+                "refreshes": self._counters["refreshes"],
                 "quota": self.quota(),
             }
-
-    def reset_stats(self) -> None:
-        """Zero the counters (quota usage is kept; see ``reset_usage``)."""
-        with self._lock:
-            self._requests.clear()
-            self._statuses.clear()
-            self._counts.clear()
