@@ -235,8 +235,10 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
             )
             conn.execute("BEGIN")
             conn.executemany(
-                "INSERT INTO promidata_families (supplier, sku, url, listed_hash, status, first_seen_at) VALUES (?,?,?,?, 'active', datetime('now')) "
-                "ON CONFLICT (supplier, sku) DO UPDATE SET url=excluded.url, listed_hash=excluded.listed_hash, status='active'",
+                "INSERT INTO promidata_families (supplier, sku, url, listed_hash, status, "
+                "first_seen_at) VALUES (?,?,?,?, 'active', datetime('now')) "
+                "ON CONFLICT (supplier, sku) DO UPDATE SET url=excluded.url, "
+                "listed_hash=excluded.listed_hash, status='active'",
                 [
                     (SUPPLIER, sku, url, h)
                     for sku, (url, h) in listed.items()
@@ -254,7 +256,8 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
             )
             conn.execute("COMMIT")
         todo = conn.execute(
-            "SELECT sku, url, listed_hash FROM promidata_families WHERE supplier=? AND status='active' "
+            "SELECT sku, url, listed_hash FROM promidata_families "
+            "WHERE supplier=? AND status='active' "
             "AND (synced_hash IS NULL OR synced_hash != listed_hash)",
             (SUPPLIER,),
         ).fetchall()
@@ -282,7 +285,8 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
             conn.executemany("INSERT INTO promidata_texts VALUES (?,?,?,?,?,?)", texts)
             conn.executemany("INSERT INTO promidata_image_links VALUES (?,?,?,?,?,?)", links)
             conn.execute(
-                "UPDATE promidata_families SET synced_hash=?, last_fetched_at=datetime('now') WHERE supplier=? AND sku=?",
+                "UPDATE promidata_families SET synced_hash=?, last_fetched_at=datetime('now') "
+                "WHERE supplier=? AND sku=?",
                 (listed_hash, SUPPLIER, sku),
             )
             conn.execute("COMMIT")
@@ -290,8 +294,9 @@ async def reference(db_path: str, base_url: str, images_dir: str) -> dict[str, A
 
         await asyncio.gather(*(family(*row) for row in todo))
         pending = conn.execute(
-            "SELECT l.image_sha256, min(l.url) FROM promidata_image_links l LEFT JOIN promidata_images i "
-            "ON i.sha256 = l.image_sha256 WHERE l.supplier=? AND i.sha256 IS NULL GROUP BY l.image_sha256",
+            "SELECT l.image_sha256, min(l.url) FROM promidata_image_links l "
+            "LEFT JOIN promidata_images i ON i.sha256 = l.image_sha256 "
+            "WHERE l.supplier=? AND i.sha256 IS NULL GROUP BY l.image_sha256",
             (SUPPLIER,),
         ).fetchall()
         img_sem = asyncio.Semaphore(IMAGES)
@@ -373,7 +378,8 @@ def stored_counts(db_path: Path, images: Path) -> dict[str, int]:
     q = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
     counts = {
         "families": q(
-            "SELECT count(*) FROM promidata_families WHERE status='active' AND synced_hash=listed_hash"
+            "SELECT count(*) FROM promidata_families "
+            "WHERE status='active' AND synced_hash=listed_hash"
         ),
         "variants": q("SELECT count(*) FROM promidata_variants"),
         "prices": q("SELECT count(*) FROM promidata_prices"),
@@ -440,7 +446,7 @@ def main() -> None:
                 "files": len(expected["images"]),
             }
             paths = {c: (root / f"{c}.db", root / f"{c}-images") for c in ("reference", "pipeline")}
-            for c, (db_path, _) in paths.items():
+            for db_path, _ in paths.values():
                 new_db(db_path)
             rows: list[dict[str, Any]] = []
             for phase in ("first", "resync"):
@@ -469,7 +475,8 @@ def main() -> None:
                         }
                     )
                     print(
-                        f"{phase} {contender}: {measured['wall_s']} s, {measured['peak_rss_mb']} MB, {requests} requests, correct={got == want}",
+                        f"{phase} {contender}: {measured['wall_s']} s, "
+                        f"{measured['peak_rss_mb']} MB, {requests} requests, correct={got == want}",
                         file=sys.stderr,
                     )
             changed = round(args.families * args.changed)
@@ -487,11 +494,13 @@ def main() -> None:
                 report[f"{phase}_wall_ratio"] = round(pipe["wall_s"] / ref["wall_s"], 2)
                 report[f"{phase}_sync_ratio"] = round(pipe["sync_s"] / ref["sync_s"], 2)
             print(
-                f"{'phase':8} {'contender':10} {'wall s':>8} {'sync s':>8} {'peak MB':>8} {'requests':>9} correct"
+                f"{'phase':8} {'contender':10} {'wall s':>8} {'sync s':>8} {'peak MB':>8} "
+                f"{'requests':>9} correct"
             )
             for r in rows:
                 print(
-                    f"{r['phase']:8} {r['contender']:10} {r['wall_s']:>8} {r['sync_s']:>8} {r['peak_rss_mb']:>8} {r['requests']:>9} {r['correct']}"
+                    f"{r['phase']:8} {r['contender']:10} {r['wall_s']:>8} {r['sync_s']:>8} "
+                    f"{r['peak_rss_mb']:>8} {r['requests']:>9} {r['correct']}"
                 )
             print(json.dumps(report))
         finally:

@@ -85,7 +85,10 @@ def test_sync_promidata_usage_errors(cli_env: CliEnv) -> None:
     )
 
 
-def test_queueing_prints_the_run_id(cli_env: CliEnv, launchable: Path) -> None:
+def test_queueing_prints_the_run_id(
+    cli_env: CliEnv, launchable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMIDATA_BASE_URL", "http://127.0.0.1:9")  # bound when the run starts
     invoke("suppliers", "add", "A23")
     out = invoke("sync", "promidata", "--supplier", "A23").stdout
     assert out.startswith("queued run ") and "promidata_supplier_sync" in out
