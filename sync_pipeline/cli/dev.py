@@ -74,6 +74,8 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
         )
         devstack.start_platform_sandboxes(s, stack)
         users = devstack.connect_demo_users(s, stack)
+        promidata_url = devstack.start_promidata_sandbox(s, stack)
+        outreach_env = devstack.start_outreach(s, stack)
         strava = context.strava(s)
         from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 
@@ -89,10 +91,16 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
             f"Platform sandboxes: "
             + ", ".join(f"{p} {r.url}" for p, r in stack.platforms.items())
             + f"; {len(devstack.DEMO_USERS)} demo users, {users} platform connections.\n"
+            f"Promidata sandbox on {promidata_url}; suppliers "
+            f"{', '.join(devstack.DEMO_SUPPLIERS)} configured.\n"
+            f"Outreach: Hunter {outreach_env['HUNTER_BASE_URL']}, Supabase "
+            f"{outreach_env['SUPABASE_URL']}, SMTP 127.0.0.1:{outreach_env['SMTP_PORT']}, IMAP "
+            f"127.0.0.1:{outreach_env['IMAP_PORT']}; campaign demo with 4 prospects.\n"
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
         )
         dagster_env = {
             **os.environ,
+            **outreach_env,  # this demo's outreach sandboxes (ports chosen at start)
             "DAGSTER_HOME": str(s.dagster_home),
             "PYTHONWARNINGS": DAGSTER_WARNING_FILTERS,
         }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +39,13 @@ class DevStack:
     servers: list[SandboxServer] = field(default_factory=list)
     platforms: dict[str, RunningSandbox] = field(default_factory=dict)
     receiver_url: str | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
-        """Stop every server (receiver, platform sandboxes)."""
+        """Stop every server (receiver, sandboxes)."""
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                close()
         for server in reversed(self.servers):
             with contextlib.suppress(Exception):
                 server.stop()
@@ -213,3 +219,71 @@ def forget_code_server(s: Settings) -> None:
     for name in (CODE_SERVER_FILE, "workspace.yaml"):
         with contextlib.suppress(FileNotFoundError):
             (s.home / name).unlink()
+
+
+#: The Promidata suppliers the demo configures (a few families each).
+DEMO_SUPPLIERS = ("A23", "A360", "D170")
+DEMO_FAMILIES = 8
+
+
+def start_promidata_sandbox(s: Settings, stack: DevStack) -> str:
+    """The Promidata sandbox on the port PROMIDATA_BASE_URL names, with the demo suppliers
+    configured in the app database (the partitions sensor then syncs them)."""
+    from sync_pipeline.defs.promidata.sync import add_supplier
+    from sync_pipeline.sandbox.promidata import (
+        PromidataSandboxConfig,
+        PromidataSandboxState,
+        create_app,
+    )
+
+    url = os.environ.get("PROMIDATA_BASE_URL", "")
+    if "127.0.0.1" not in url:
+        raise click.ClickException(
+            f"PROMIDATA_BASE_URL is {url or 'unset'}; `dev` runs against the sandboxes. Run "
+            "`sync-pipeline init` to add the sandbox settings."
+        )
+    state = PromidataSandboxState(
+        PromidataSandboxConfig(
+            seed=SANDBOX_SEED, suppliers=dict.fromkeys(DEMO_SUPPLIERS, DEMO_FAMILIES)
+        )
+    )
+    server = SandboxServer(create_app(state), port=int(url.rsplit(":", 1)[1]))
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot start the Promidata sandbox on {url} ({exc}); is another one running?"
+        ) from exc
+    stack.servers.append(server)
+    for code in DEMO_SUPPLIERS:
+        add_supplier(s.database_url, code)
+    return server.url
+
+
+def start_outreach(s: Settings, stack: DevStack) -> dict[str, str]:
+    """Hunter, Supabase, SMTP and IMAP sandboxes and a demo campaign with prospects; returns
+    the settings pointing at them (added to Dagster's environment)."""
+    from sync_pipeline.core.errors import ConfigError
+    from sync_pipeline.defs.outreach.prospects import add_campaign, import_prospects
+    from sync_pipeline.sandbox.outreach import SENDER, start_outreach_sandboxes
+
+    running = start_outreach_sandboxes()
+    stack.closers.append(running.stop)
+    with contextlib.suppress(ConfigError):  # already there from an earlier demo
+        add_campaign(
+            s.database_url,
+            "demo",
+            sender=SENDER,
+            subject="Hello {{ first_name }}",
+            body="Hi {{ first_name }}, a word about {{ company }}.",
+        )
+    rows = [
+        "first_name,last_name,company,tier,timezone",
+        "Hank,Scorpio,Globex,hot,UTC",
+        "Bill,Lumbergh,Initech,warm,UTC",
+        "Peter,Gibbons,Initech,cold,UTC",
+        "Gavin,Belson,Hooli,warm,UTC",
+    ]
+    # A second demo start finds them there: the import reports them and writes nothing.
+    import_prospects(s.database_url, "\n".join(rows) + "\n", "demo")
+    return running.env
