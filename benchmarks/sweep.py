@@ -65,7 +65,7 @@ RUN_TIMEOUT = 3 * 3600.0
 def pipeline_concurrency() -> tuple[int, int, int]:
     """(strava run slots, threads per sweep run, athletes in flight) from dagster.yaml."""
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-    queue = config.get("run_queue", {})
+    queue = config.get("concurrency", {}).get("runs") or config.get("run_queue", {})
     slots = int(queue.get("max_concurrent_runs", 10))
     for limit in queue.get("tag_concurrency_limits", []):
         if limit.get("key") == priorities.SOURCE_TAG and limit.get("value") == "strava":

@@ -13,11 +13,14 @@ from sync_pipeline.core.settings import Env
 from sync_pipeline.core.source import PartitionSet, SourceDefs, SyncSource, source_defs
 from sync_pipeline.defs.github.source import GITHUB
 from sync_pipeline.defs.instagram.source import INSTAGRAM
+from sync_pipeline.defs.promidata.source import PROMIDATA
 from sync_pipeline.defs.strava.source import STRAVA
 from sync_pipeline.defs.x.source import X
 from sync_pipeline.defs.youtube.source import YOUTUBE
 
-SOURCES: dict[str, SyncSource] = {s.name: s for s in (STRAVA, GITHUB, YOUTUBE, X, INSTAGRAM)}
+SOURCES: dict[str, SyncSource] = {
+    s.name: s for s in (STRAVA, GITHUB, YOUTUBE, X, INSTAGRAM, PROMIDATA)
+}
 #: The consistency tracker's platforms (sources syncing the `users` partition set).
 PLATFORMS: tuple[str, ...] = tuple(n for n, s in SOURCES.items() if s.group == "consistency")
 

@@ -24,7 +24,7 @@ from sync_pipeline.sandbox.strava.state import StravaSandboxConfig, StravaSandbo
 from sync_pipeline_tests.serving import wait_until
 
 # Fixtures shared by the consistency-platform tests (sandboxes, client resources).
-pytest_plugins = ["sync_pipeline_tests.platforms"]
+pytest_plugins = ["sync_pipeline_tests.platforms", "sync_pipeline_tests.outreach"]
 
 CLIENT_ID = "12345"
 CLIENT_SECRET = "test-secret"

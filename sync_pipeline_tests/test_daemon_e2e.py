@@ -35,7 +35,7 @@ from sync_pipeline.core.models import StravaActivity
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.strava.athletes import connect_via_oauth
 from sync_pipeline.defs.strava.partitions import strava_athletes
-from sync_pipeline.defs.strava.source import STRAVA_ACTIVITIES
+from sync_pipeline.defs.strava.source import STRAVA, STRAVA_ACTIVITIES
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline_tests.conftest import (
     CLIENT_ID,
@@ -410,7 +410,7 @@ def test_a_sweep_queued_behind_a_flood_of_interactive_runs_starts_before_the_flo
 
     dep.wait_for("the flood to be queued", lambda: len(flood_runs()) == len(flood) or None)
     sweep_id = str(uuid.uuid4())
-    config = {"ops": {"strava_sweep": {"config": {"athletes": dep.athletes}}}}
+    config = STRAVA.sweep_run_config(keys=[str(a) for a in dep.athletes])
     launched = subprocess.run(
         [
             str(BIN / "dagster"),

@@ -26,13 +26,15 @@ def test_postgres_variant_is_dagster_yaml_plus_storage() -> None:
 
 
 def limits() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = load("dagster.yaml")["run_queue"]["tag_concurrency_limits"]
+    found: list[dict[str, Any]] = load("dagster.yaml")["concurrency"]["runs"][
+        "tag_concurrency_limits"
+    ]
     return found
 
 
-@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram"])
+@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram", "promidata"])
 def test_every_source_is_capped_below_the_run_slots(source: str) -> None:
-    slots = load("dagster.yaml")["run_queue"]["max_concurrent_runs"]
+    slots = load("dagster.yaml")["concurrency"]["runs"]["max_concurrent_runs"]
     [cap] = [
         x["limit"] for x in limits() if x["key"] == priorities.SOURCE_TAG and x["value"] == source
     ]
@@ -40,7 +42,7 @@ def test_every_source_is_capped_below_the_run_slots(source: str) -> None:
 
 
 def test_interactive_lane_leaves_a_slot_for_batch_work() -> None:
-    slots = load("dagster.yaml")["run_queue"]["max_concurrent_runs"]
+    slots = load("dagster.yaml")["concurrency"]["runs"]["max_concurrent_runs"]
     [cap] = [
         x["limit"]
         for x in limits()
@@ -49,7 +51,7 @@ def test_interactive_lane_leaves_a_slot_for_batch_work() -> None:
     assert cap < slots
 
 
-@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram"])
+@pytest.mark.parametrize("source", ["strava", "github", "youtube", "x", "instagram", "promidata"])
 def test_a_sources_interactive_runs_leave_its_sweep_a_slot(source: str) -> None:
     [source_cap] = [
         x["limit"] for x in limits() if x["key"] == priorities.SOURCE_TAG and x["value"] == source
@@ -73,3 +75,17 @@ def test_a_sources_interactive_runs_leave_its_sweep_a_slot(source: str) -> None:
 )
 def test_run_tags_put_priorities_in_lanes(priority: int, lane: str) -> None:
     assert priorities.run_tags(priority, "strava", "t")[priorities.LANE_TAG] == lane
+
+
+def test_instance_settings_are_valid_for_dagster(tmp_path: Path) -> None:
+    """`run_queue` keeps only dequeue settings once `concurrency` holds the run limits."""
+    import shutil
+
+    import dagster as dg
+
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        config = instance.get_concurrency_config()
+        assert config.pool_config.default_pool_limit == 1
+        assert config.run_queue_config is not None
+        assert config.run_queue_config.max_concurrent_runs == 4

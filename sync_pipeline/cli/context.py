@@ -17,12 +17,20 @@ from sync_pipeline.core import db
 from sync_pipeline.core.daily import DailyActivityClient
 from sync_pipeline.core.errors import ConfigError
 from sync_pipeline.core.resources import AppDatabaseResource
-from sync_pipeline.core.settings import ENV_FILE, Settings, load_env_file, sandbox_env
+from sync_pipeline.core.settings import (
+    ENV_FILE,
+    Settings,
+    load_env_file,
+    sandbox_env,
+)
 from sync_pipeline.defs.strava.resources import StravaResource
+from sync_pipeline.sources import SOURCES as REGISTRY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: `host:port` of a running Dagster code server that launches use instead of loading the code.
 CODE_SERVER_VARIABLE = "SYNC_CODE_SERVER"
+#: Every source the commands know (`--source` choices), from the registry.
+SOURCES = list(REGISTRY)
 
 
 def settings() -> Settings:
@@ -159,10 +167,9 @@ def strava(s: Settings) -> StravaResource:
 def _client(s: Settings, name: str) -> Any:
     """A source's client resource from the same declaration Dagster binds (sources.py)."""
     from sync_pipeline.core.settings import Env
-    from sync_pipeline.sources import SOURCES
 
     try:
-        return SOURCES[name].resource(app_db(s), Env(os.environ))
+        return REGISTRY[name].resource(app_db(s), Env(os.environ))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 

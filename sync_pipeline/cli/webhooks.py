@@ -101,9 +101,9 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
     """Run the receiver (GET/POST /webhooks/strava, GET /healthz) until Ctrl-C."""
     import uvicorn
 
+    s = context.settings()  # loads `.env` (the group does too) before the token is read
     _verify_token()
     _subscription_ids()
-    s = context.settings()
     try:
         db.check_schema(s.database_url)
     except db.SchemaOutOfDateError as exc:

@@ -72,7 +72,8 @@ class Window:
     A `bucket` names the scope the limit applies to, e.g. ``strava:read:15min`` (per app) or
     ``github:core:user:42`` (per user token); budgets of different buckets never interact.
     With `tz`, a daily window runs from midnight to midnight in that time zone (YouTube's
-    quota day is Pacific time, 23 or 25 hours long on daylight-saving changes).
+    quota day is Pacific time, 23 or 25 hours long on daylight-saving changes). With
+    `monthly`, the window is the calendar month (UTC, or in `tz`): Hunter's search credits.
     """
 
     bucket: str
@@ -80,9 +81,25 @@ class Window:
     limit: int
     offset: int = 0
     tz: str | None = None
+    monthly: bool = False
+    #: Seconds before a reset in which a call is charged to both windows (default: 5% of
+    #: the window, at most 1 s); longer for providers counting calls on arrival over a
+    #: short window (Hunter's second), where latency moves a call into the next window.
+    guard_seconds: float = 0.0
+
+    def _month(self, now: float) -> tuple[int, int]:
+        zone = _zone(self.tz) if self.tz is not None else dt.UTC
+        local = dt.datetime.fromtimestamp(now, zone)
+        first = dt.datetime(local.year, local.month, 1, tzinfo=zone)
+        following = dt.datetime(
+            local.year + local.month // 12, local.month % 12 + 1, 1, tzinfo=zone
+        )
+        return int(first.timestamp()), int(following.timestamp())
 
     def start(self, now: float) -> int:
         """Epoch second at which the window containing `now` began."""
+        if self.monthly:
+            return self._month(now)[0]
         if self.tz is not None:
             local = dt.datetime.fromtimestamp(now, _zone(self.tz))
             midnight = dt.datetime.combine(local.date(), dt.time(), _zone(self.tz))
@@ -91,6 +108,8 @@ class Window:
 
     def end(self, now: float) -> int:
         """Epoch second at which the window containing `now` resets."""
+        if self.monthly:
+            return self._month(now)[1]
         if self.tz is not None:
             local = dt.datetime.fromtimestamp(now, _zone(self.tz))
             tomorrow = local.date() + dt.timedelta(days=1)
@@ -99,6 +118,8 @@ class Window:
 
     def guard(self) -> float:
         """Seconds before a reset during which a call is charged to both windows."""
+        if self.guard_seconds:
+            return self.guard_seconds
         return min(1.0, self.seconds * 0.05)
 
     def starts(self, now: float) -> list[int]:
@@ -212,6 +233,25 @@ class RateBudget:
                 ).first()
                 if row is not None:
                     _remember(key, row.used, row.limit)
+
+    def refund(self, windows: Sequence[Window], cost: int = 1, now: float | None = None) -> None:
+        """Give back units a call was charged but did not use (a search finding nothing)."""
+        now = time.time() if now is None else now
+        with transaction(self._db_url) as s:
+            for w in windows:
+                start = w.start(now)
+                row = s.execute(
+                    update(RateWindow)
+                    .where(
+                        RateWindow.bucket == w.bucket,
+                        RateWindow.window_start == start,
+                        RateWindow.used >= cost,
+                    )
+                    .values(used=RateWindow.used - cost)
+                    .returning(RateWindow.used, RateWindow.limit)
+                ).first()
+                if row is not None:
+                    _seen[(self._db_url, w.bucket, start)] = (row.used, row.limit)
 
     def exhaust(self, window: Window, now: float | None = None) -> None:
         """Mark a window spent (the provider answered 429)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,77 @@ class LeaseHeldError(RuntimeError):
     """Another run is syncing this partition right now."""
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (PIDs mean the same only within one), '-' if unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "-"
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process, from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def this_process() -> str:
+    """Who holds a lease taken here: host, PID namespace, PID and the process's start time."""
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return f"{socket.gethostname()} {_pid_namespace()} {pid} {stat[1] if stat else '-'}"
+
+
+def process_is_gone(identity: str | None) -> bool:
+    """Whether the process `identity` (from `this_process`) has provably ended.
+
+    Only a process on this host and in this PID namespace can be checked; anything else (or
+    a PID now used by another process we cannot tell apart) counts as alive, and its lease
+    ends when it expires.
+    """
+    parts = (identity or "").split(" ")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    host, namespace, pid, started = parts[0], parts[1], int(parts[2]), parts[3]
+    if host != socket.gethostname() or namespace != _pid_namespace():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # exists, owned by another user
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, start = stat
+    # A killed process its parent has not reaped yet, or a new process reusing the PID.
+    return state in ("Z", "X") or (started != "-" and start != started)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _where(process: str | None) -> str:
+    """' (pid P on host H)' for a lease's process, '' when unknown."""
+    parts = (process or "").split(" ")
+    return f" (pid {parts[2]} on {parts[0]})" if len(parts) == 4 else ""
+
+
+def _holder_is_dead(st: SyncState, owner_is_dead: Callable[[str], bool] | None) -> bool:
+    """Whether the lease holder is provably gone: its process, or (asked) its run."""
+    if process_is_gone(st.lease_process):
+        return True
+    return (
+        owner_is_dead is not None and st.lease_owner is not None and owner_is_dead(st.lease_owner)
+    )
+
+
 class Checkpoints:
     """Sync state of one source's partitions in the app database."""
 
@@ -66,7 +139,8 @@ class Checkpoints:
     ) -> SyncState:
         """Take the partition's lease and return its state as of the claim.
 
-        A lease is taken over when it expired (it is renewed with every checkpoint) or when
+        A lease is taken over when it expired (it is renewed with every checkpoint), when its
+        holder's process is gone from this host (a killed direct sync), or when
         `owner_is_dead(holder)` says its holder is gone (e.g. its Dagster run has finished or
         was marked failed by run monitoring after a crash). The usual case (the row exists and
         nobody holds it) is one conditional UPDATE.
@@ -76,27 +150,46 @@ class Checkpoints:
         if state is None:
             with contextlib.suppress(IntegrityError):  # a concurrent insert of the same row
                 self._ensure(key)
-            with transaction(self._db_url) as s:
-                holder = s.scalar(
-                    select(SyncState.lease_owner).where(
-                        SyncState.source == self.source,
-                        SyncState.partition_key == key,
-                        SyncState.lease_owner.is_not(None),
-                        SyncState.lease_owner != owner,
-                        SyncState.lease_until >= now,
-                    )
-                )
-            dead = holder is not None and owner_is_dead is not None and owner_is_dead(holder)
-            state = self._take(key, owner, now, ttl, holder if dead else None)
+            current = self.get(key)
+            dead_holder = None
+            if (
+                current is not None
+                and current.lease_owner not in (None, owner)
+                and _holder_is_dead(current, owner_is_dead)
+            ):
+                dead_holder = current.lease_owner
+            # Taken over only from that holder (a new holder since this read keeps its lease).
+            state = self._take(key, owner, now, ttl, dead_holder)
         if state is None:
             current = self.get(key)
             raise LeaseHeldError(
                 f"{self.source} partition {key} is being synced by run "
-                f"{current.lease_owner if current else '?'} (lease until "
-                f"{current.lease_until if current else '?'}); not starting a second sync."
+                f"{current.lease_owner if current else '?'}"
+                + (_where(current.lease_process) if current else "")
+                + f" (lease until {current.lease_until if current else '?'}); "
+                "not starting a second sync."
             )
         self._ttl = ttl
         return state
+
+    def live_lease(
+        self,
+        key: str,
+        owner: str | None = None,
+        *,
+        owner_is_dead: Callable[[str], bool] | None = None,
+        now: dt.datetime | None = None,
+    ) -> SyncState | None:
+        """The partition's state when someone other than `owner` holds a lease that is not
+        expired and whose holder is not provably dead (its process is gone from this host, or
+        `owner_is_dead(holder)`); else None (a claim would get the lease)."""
+        now = now or utcnow()
+        st = self.get(key)
+        if st is None or st.lease_owner is None or st.lease_owner == owner:
+            return None
+        if st.lease_until is None or _aware(st.lease_until) < now:
+            return None
+        return None if _holder_is_dead(st, owner_is_dead) else st
 
     def _take(
         self, key: str, owner: str, now: dt.datetime, ttl: dt.timedelta, dead_holder: str | None
@@ -112,7 +205,12 @@ class Checkpoints:
             return s.scalars(
                 update(SyncState)
                 .where(SyncState.source == self.source, SyncState.partition_key == key, free)
-                .values(lease_owner=owner, lease_until=now + ttl, last_started_at=now)
+                .values(
+                    lease_owner=owner,
+                    lease_until=now + ttl,
+                    lease_process=this_process(),
+                    last_started_at=now,
+                )
                 .returning(SyncState)
             ).one_or_none()
 
@@ -126,7 +224,7 @@ class Checkpoints:
                     SyncState.partition_key == key,
                     SyncState.lease_owner == owner,
                 )
-                .values(lease_owner=None, lease_until=None)
+                .values(lease_owner=None, lease_until=None, lease_process=None)
             )
 
     def begin(self, key: str, mode: str, run_id: str | None) -> Session:
@@ -224,6 +322,7 @@ class Checkpoints:
             if owner is not None and st.lease_owner == owner:
                 st.lease_owner = None
                 st.lease_until = None
+                st.lease_process = None
             st.status = "succeeded"
             st.mode = None
             st.session_id = None

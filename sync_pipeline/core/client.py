@@ -54,7 +54,46 @@ def body_text(response: httpx.Response, limit: int = 300) -> str:
     return response.text[:limit].replace("\n", " ")
 
 
-class ProviderClient(dg.ConfigurableResource):
+class HttpResource(dg.ConfigurableResource):
+    """A resource talking HTTP to one host: the shared session, its timeouts and retries.
+
+    Sources without OAuth or rate budgets (static catalog files) extend this directly;
+    account-scoped APIs extend `ProviderClient`.
+    """
+
+    base_url: str = Field(description="API host; the real API unless pointed at a sandbox.")
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+    transient_retries: int = Field(default=3, description="In-process retries of 5xx/timeouts.")
+
+    _session: HttpSession | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def http(self) -> HttpSession:
+        """The API client (timeouts, bounded retries of 5xx and network errors)."""
+        with self._lock:
+            if self._session is None:
+                self._session = HttpSession(
+                    self.base_url,
+                    timeout=self.timeout_seconds,
+                    connect_timeout=self.connect_timeout_seconds,
+                    transient_retries=self.transient_retries,
+                )
+            return self._session
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the connection pools at the end of a run."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (CLI use)."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+            self._session = None
+
+
+class ProviderClient(HttpResource):
     """Base of the per-provider API resources (Strava, GitHub, YouTube, X, Instagram)."""
 
     PROVIDER: ClassVar[str] = ""
@@ -62,13 +101,9 @@ class ProviderClient(dg.ConfigurableResource):
     app_db: AppDatabaseResource
     client_id: str = Field(description="OAuth client id of the application.")
     client_secret: str = Field(description="OAuth client secret of the application.")
-    base_url: str = Field(description="API host; the real API unless pointed at a sandbox.")
     oauth_base_url: str = Field(
         default="", description="Consent/token host when it differs from the API host."
     )
-    timeout_seconds: float = 30.0
-    connect_timeout_seconds: float = 10.0
-    transient_retries: int = Field(default=3, description="In-process retries of 5xx/timeouts.")
     time_scale: int = Field(
         default=1,
         description="Only for sandboxes that compress time: windows and token lifetimes are "
@@ -83,9 +118,7 @@ class ProviderClient(dg.ConfigurableResource):
         default=300.0, description="Refresh access tokens this long before they expire."
     )
 
-    _session: HttpSession | None = PrivateAttr(default=None)
     _auth_session: HttpSession | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- what a provider declares ------------------------------------------------------------
     def windows(self, account: str, method: str, path: str) -> list[Window]:
@@ -139,18 +172,6 @@ class ProviderClient(dg.ConfigurableResource):
         """A provider duration compressed by `time_scale` (1 against real APIs)."""
         return max(1, round(seconds / self.time_scale))
 
-    def http(self) -> HttpSession:
-        """The API client (timeouts, bounded retries of 5xx and network errors)."""
-        with self._lock:
-            if self._session is None:
-                self._session = HttpSession(
-                    self.base_url,
-                    timeout=self.timeout_seconds,
-                    connect_timeout=self.connect_timeout_seconds,
-                    transient_retries=self.transient_retries,
-                )
-            return self._session
-
     def auth_http(self) -> HttpSession:
         """Token endpoint client: one attempt, short timeout (it runs under the token lock)."""
         with self._lock:
@@ -166,10 +187,6 @@ class ProviderClient(dg.ConfigurableResource):
     def oauth_url(self, path: str) -> str:
         """Absolute URL on the consent host."""
         return f"{(self.oauth_base_url or self.base_url).rstrip('/')}{path}"
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Close the connection pools at the end of a run."""
-        self.close()
 
     def close(self) -> None:
         """Close the connection pools (CLI use)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,6 +118,32 @@ def source_health(
     )
 
 
+_JSON_MESSAGE = re.compile(r'"(?:message|error_description|error)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def reason_summary(message: str | None, limit: int = 160) -> str:
+    """A failure's reason on one readable line: an API's JSON error body becomes its message,
+    and a long reason ends at a word with "…" (never in the middle of a JSON body)."""
+    text = " ".join((message or "").split())
+    start = text.find("{")
+    if start >= 0:
+        body = text[start:]
+        try:
+            parsed: Any = json.loads(body)
+            found = [
+                str(parsed[k])
+                for k in ("message", "error_description", "error")
+                if isinstance(parsed, dict) and isinstance(parsed.get(k), str)
+            ]
+        except ValueError:  # a body cut short when the error was recorded
+            found = [m.encode().decode("unicode_escape") for m in _JSON_MESSAGE.findall(body)]
+        text = (text[:start].rstrip() + " " + (found[0] if found else "(error body)")).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
 def dead_letter_rows(states: list[SyncState]) -> list[dict[str, Any]]:
     """Dead letters as rows for the CLI and check metadata."""
     return [
@@ -139,26 +166,38 @@ def dead_letter_check(
 ) -> dg.AssetCheckEvaluation:
     """Fails while dead letters exist, listing them (first 50) in its metadata."""
     rows = dead_letter_rows(states)
+    reasons = {st.partition_key: reason_summary(st.last_error, 200) for st in states}
     table = "\n".join(
         f"| {r['partition']} | {r['error_class']} | {r['attempts']} | {r['last_failure_at']} "
-        f"| {r['message'][:120].replace('|', '/')} |"
+        f"| {reasons[r['partition']].replace('|', '/')} | "
+        + (f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "-")
+        + " |"
         for r in rows[:50]
+    )
+    metadata: dict[str, Any] = {"dead_letters": len(rows)}
+    if rows:  # the newest first: what a person reads without opening the table
+        newest = rows[0]
+        metadata["newest_partition"] = newest["partition"]
+        metadata["newest_error_class"] = newest["error_class"] or "-"
+        metadata["newest_reason"] = reasons[newest["partition"]]
+    metadata["list"] = dg.MetadataValue.md(
+        "| partition | error | attempts | last failure | reason | run |\n"
+        "|---|---|---|---|---|---|\n" + table
+        if rows
+        else "none"
     )
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=check_name,
         passed=not rows,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "dead_letters": len(rows),
-            "list": dg.MetadataValue.md(
-                "| partition | error | attempts | last failure | message |\n|---|---|---|---|---|\n"
-                + table
-                if rows
-                else "none"
-            ),
-        },
-        description="Redrive with `sync-pipeline dead-letters redrive`." if rows else None,
+        metadata=metadata,
+        description=(
+            f"{len(rows)} partition(s) failed for good, newest {rows[0]['partition']}: "
+            f"{reasons[rows[0]['partition']]}. Redrive with `sync-pipeline dead-letters redrive`."
+            if rows
+            else None
+        ),
     )
 
 

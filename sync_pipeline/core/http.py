@@ -61,6 +61,10 @@ class CallStats:
             self.not_modified += not_modified
 
 
+class DeadlineExceededError(TransientError):
+    """A call's overall deadline passed (retries included); not retried in-process."""
+
+
 def retry_after_seconds(response: httpx.Response) -> float | None:
     """The `Retry-After` header in seconds (delta form only), if present."""
     value = response.headers.get("retry-after")
@@ -126,12 +130,26 @@ class HttpSession:
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         json: Any = None,
+        deadline: float | None = None,
     ) -> httpx.Response:
-        """Send a request; 5xx and network errors are retried, other statuses returned."""
+        """Send a request; 5xx and network errors are retried, other statuses returned.
+
+        `deadline` (a `time.monotonic()` instant) bounds the whole call, retries included:
+        each attempt's timeout shrinks to the time left, and none starts after it.
+        """
         attempts = 0
 
         def attempt() -> httpx.Response:
             nonlocal attempts
+            timeout: Any = httpx.USE_CLIENT_DEFAULT
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceededError(f"{method} {path}: deadline passed")
+                current = self._client.timeout
+                timeout = httpx.Timeout(
+                    min(current.read or left, left), connect=min(current.connect or left, left)
+                )
             attempts += 1
             if before_attempt is not None:
                 before_attempt()
@@ -140,7 +158,13 @@ class HttpSession:
             sent = time.time()
             try:
                 response = self._client.request(
-                    method, path, headers=headers, params=params, data=data, json=json
+                    method,
+                    path,
+                    headers=headers,
+                    params=params,
+                    data=data,
+                    json=json,
+                    timeout=timeout,
                 )
             except httpx.TimeoutException as exc:
                 raise TransientHttpError(f"{method} {path}: timed out ({exc!r})") from exc

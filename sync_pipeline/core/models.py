@@ -136,6 +136,9 @@ class SyncState(Base):
     items_synced: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The process holding the lease (see checkpoints.this_process): a later process on the same
+    # host takes the lease over at once when that process is gone (e.g. a killed direct sync).
+    lease_process: Mapped[str | None] = mapped_column(String(255))
     last_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_full_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -312,3 +315,307 @@ class StreetProgress(Base):
     nodes_hit: Mapped[int] = mapped_column(Integer)
     fraction: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConcurrencySlot(Base):
+    """One held slot of a named limit shared by every run and host (see core.slots)."""
+
+    __tablename__ = "concurrency_slots"
+
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromidataSupplier(Base):
+    """A configured Promidata supplier (one partition) and its Import.txt validators."""
+
+    __tablename__ = "promidata_suppliers"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    import_etag: Mapped[str | None] = mapped_column(String(255))
+    import_last_modified: Mapped[str | None] = mapped_column(String(64))
+    import_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    import_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # SHA-1 of the CAT.csv last read (Import.txt lists it): unchanged categories are not re-read.
+    categories_hash: Mapped[str | None] = mapped_column(String(40))
+
+
+class PromidataFamily(Base):
+    """One product family (one Import.txt line, one JSON file) of a supplier."""
+
+    __tablename__ = "promidata_families"
+    __table_args__ = (Index("ix_promidata_families_supplier_status", "supplier", "status"),)
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    # Hash Import.txt lists now; `synced_hash` is the hash of the content stored.
+    listed_hash: Mapped[str] = mapped_column(String(40))
+    synced_hash: Mapped[str | None] = mapped_column(String(40))
+    # active | discontinued (no longer in Import.txt)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    supplier_sku: Mapped[str | None] = mapped_column(String(128))
+    ean: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    errors: Mapped[list[Any] | None] = mapped_column(JsonType)
+    warnings: Mapped[list[Any] | None] = mapped_column(JsonType)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_fetched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    discontinued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PromidataVariant(Base):
+    """A variant (child product) of a family, with its own SKU and EAN."""
+
+    __tablename__ = "promidata_variants"
+    __table_args__ = (Index("ix_promidata_variants_family", "supplier", "family_sku"),)
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    family_sku: Mapped[str] = mapped_column(String(128))
+    supplier_sku: Mapped[str | None] = mapped_column(String(128))
+    ean: Mapped[str | None] = mapped_column(String(32))
+    color: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromidataPrice(Base):
+    """One price tier of a variant in one region (buying or recommended selling price)."""
+
+    __tablename__ = "promidata_prices"
+
+    variant_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # buying | selling
+    quantity: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    price: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    vat_percent: Mapped[float | None] = mapped_column(Float)
+    minimum_order_quantity: Mapped[int | None] = mapped_column(Integer)
+
+
+class PromidataText(Base):
+    """Texts of a family or variant (by SKU) in one language."""
+
+    __tablename__ = "promidata_texts"
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    short_description: Mapped[str | None] = mapped_column(Text)
+    configuration: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+class PromidataCategory(Base):
+    """A category of CAT.csv (``code;name;parent_code``)."""
+
+    __tablename__ = "promidata_categories"
+
+    code: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    parent_code: Mapped[str | None] = mapped_column(String(255))
+
+
+class PromidataImage(Base):
+    """A stored image, keyed by the SHA-256 of its bytes (shared by every variant showing it)."""
+
+    __tablename__ = "promidata_images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    source_url: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromidataImageLink(Base):
+    """An image shown by a family or variant (the image row exists once it is stored)."""
+
+    __tablename__ = "promidata_image_links"
+    __table_args__ = (
+        Index("ix_promidata_image_links_image", "image_sha256"),
+        Index("ix_promidata_image_links_supplier", "supplier"),
+    )
+
+    owner_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    image_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)  # main | gallery
+    supplier: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class PromidataFailure(Base):
+    """A family or image that failed, with its reason; retried on its own until resolved."""
+
+    __tablename__ = "promidata_failures"
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # family | image
+    item: Mapped[str] = mapped_column(String(128), primary_key=True)  # SKU or image SHA-256
+    # The family hash (or image URL) that failed: a new hash is new work, not this failure.
+    version: Mapped[str | None] = mapped_column(Text)
+    # Dead: permanent, or retries exhausted; only a redrive or a new version retries it.
+    dead: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_class: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_failed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class PromidataProgress(Base):
+    """Where one stage of one supplier's sync is (the seed's job status), updated as it runs."""
+
+    __tablename__ = "promidata_progress"
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)  # catalog|products|images
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    # waiting | active | completed | failed
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    step: Mapped[str | None] = mapped_column(String(64))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    figures: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def percent(self) -> float:
+        """Share done, 0-100."""
+        return round(100.0 * self.done / self.total, 1) if self.total else 0.0
+
+
+class Campaign(Base):
+    """An outreach campaign: sender mailbox, templates, follow-up steps and a daily send cap."""
+
+    __tablename__ = "outreach_campaigns"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    subject_template: Mapped[str] = mapped_column(Text)
+    body_template: Mapped[str] = mapped_column(Text)
+    # [{"delay_days": 3, "subject": "...", "body": "..."}, ...] sent after the first message.
+    followups: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    daily_cap: Mapped[int] = mapped_column(Integer, default=50)
+    min_gap_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    # active | paused
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prospect(Base):
+    """A person a campaign e-mails; `state` runs new → enriched → contacted → replied/...."""
+
+    __tablename__ = "outreach_prospects"
+    __table_args__ = (
+        Index("uq_outreach_prospects_campaign_email", "campaign", "email", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_campaigns.name", ondelete="CASCADE"), index=True
+    )
+    # hot | warm | cold
+    tier: Mapped[str] = mapped_column(String(8), default="cold")
+    first_name: Mapped[str] = mapped_column(String(128))
+    last_name: Mapped[str] = mapped_column(String(128))
+    company: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str | None] = mapped_column(String(255))
+    website_ok: Mapped[bool | None] = mapped_column(Boolean)
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_confidence: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # new | enriched | contacted | replied | bounced | unsubscribed | done
+    state: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    # Messages of the sequence sent so far (0: none; 1: first; 2: first follow-up ...).
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class OutboxMessage(Base):
+    """One e-mail to send, written with its Message-ID before SMTP is spoken (never twice)."""
+
+    __tablename__ = "outreach_outbox"
+    __table_args__ = (
+        Index("uq_outreach_outbox_prospect_step", "prospect_id", "step", unique=True),
+        Index("ix_outreach_outbox_sender_sent", "sender", "sent_at"),
+    )
+
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    prospect_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_prospects.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    sender: Mapped[str] = mapped_column(String(255))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    # pending | sending | sent | ambiguous | failed
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sending_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboundMessage(Base):
+    """A message read from the sender's INBOX over IMAP, matched to the outbox or not."""
+
+    __tablename__ = "outreach_inbound"
+    __table_args__ = (
+        Index("uq_outreach_inbound_mailbox_uid", "mailbox", "uidvalidity", "uid", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    mailbox: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    from_addr: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    # matched | unmatched | malformed
+    match: Mapped[str] = mapped_column(String(16), index=True)
+    outbox_message_id: Mapped[str | None] = mapped_column(String(255))
+    prospect_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # human | auto_reply | bounce_hard | bounce_soft | unsubscribe
+    classification: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CrmSyncState(Base):
+    """What the CRM holds for a prospect: the hash of the last upserted row."""
+
+    __tablename__ = "outreach_crm_sync"
+
+    prospect_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("outreach_prospects.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_hash: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -25,6 +25,8 @@ DEFAULT_SANDBOX_PORT = 8710
 SANDBOX_SEED = 42
 #: Consistency-tracker platforms and the sandbox port offset from the Strava sandbox's port.
 PLATFORM_PORTS = {"github": 1, "youtube": 2, "x": 3, "instagram": 4}
+#: The Promidata sandbox's port offset from the Strava sandbox's port.
+PROMIDATA_PORT_OFFSET = 5
 
 
 def load_env_file(path: Path | None = None) -> None:
@@ -113,6 +115,9 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         # The sandbox city's street network (written by `sync-pipeline init`).
         "STRAVA_STREETS_FILE": str(home / f"streets-{SANDBOX_SEED}.geojson"),
         **platform_sandbox_env(sandbox_port),
+        # The Promidata sandbox (`sync-pipeline suppliers sandbox`) and its image directory.
+        "PROMIDATA_BASE_URL": f"http://127.0.0.1:{sandbox_port + PROMIDATA_PORT_OFFSET}",
+        "PROMIDATA_IMAGES_DIR": str(home / "promidata-images"),
     }
 
 

@@ -81,6 +81,8 @@ class SweepSchedule:
     cron: str
     description: str
     full: bool = False
+    #: Whether the schedule runs as soon as it is deployed (else it is started in the UI).
+    running: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,19 @@ class SyncSource:
     queue_description: str = ""
     #: Rate windows the health figures show; by default the source's current budget rows.
     budget: Callable[[Any], list[WindowUsage]] | None = None
+    #: Dagster concurrency pool of the main asset's step (limits it across all runs).
+    pool: str | None = None
+    #: Assets run after the main asset in its single-partition job, each its own step (own
+    #: pool, own retries): later stages of a staged sync, e.g. Promidata's products and
+    #: images after its catalog. Sweeps run the main asset only; the stages find their
+    #: pending work in the app DB, so the next single run catches up.
+    downstream: tuple[dg.AssetsDefinition, ...] = ()
+    #: The main asset's name when it is not `<name>_<entity>` (sources sharing a partition
+    #: set whose assets are named after what they hold, e.g. outreach's `prospect_email`).
+    asset_name: str = ""
+    #: Sync many partitions at once (one batched API call); sweeps use it instead of `sync`
+    #: per partition. Each outcome is still its own partition's.
+    sync_many: Callable[[Any, list[str], RunContext, Any], list[SyncOutcome]] | None = None
 
     def budget_usage(self, client: Any) -> list[WindowUsage]:
         """Used and left in the source's rate windows now."""
@@ -133,7 +148,7 @@ class SyncSource:
     @property
     def asset_key(self) -> dg.AssetKey:
         """Key of the main asset."""
-        return dg.AssetKey(f"{self.name}_{self.entity}")
+        return dg.AssetKey(self.asset_name or f"{self.name}_{self.entity}")
 
     @property
     def single_job_name(self) -> str:
@@ -210,7 +225,7 @@ class SourceDefs:
     def definitions(self) -> dg.Definitions:
         """As a Definitions object (what a defs module exposes)."""
         return dg.Definitions(
-            assets=[self.asset, self.queue],
+            assets=[self.asset, *self.source.downstream, self.queue],
             jobs=[self.single_job, self.sweep_job],
             schedules=list(self.schedules),
             asset_checks=[self.check],
@@ -370,6 +385,7 @@ def source_defs(source: SyncSource) -> SourceDefs:
         required_resource_keys={name},
         can_subset=bool(source.companions),
         op_tags={priorities.SOURCE_TAG: name},
+        pool=source.pool,
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -416,7 +432,11 @@ def source_defs(source: SyncSource) -> SourceDefs:
 
     single_job = dg.define_asset_job(
         source.single_job_name,
-        selection=[spec.key for spec in specs],
+        # The dead-letter check is evaluated by health_sensor when its result changes, not
+        # by a step in every run (~0.3 s each).
+        selection=dg.AssetSelection.assets(
+            *[spec.key for spec in specs], *[key for a in source.downstream for key in a.keys]
+        ).without_checks(),
         description=f"Sync one {source.noun} from {title} (manual priority; the UI, "
         "`dagster job launch`, retries and first syncs use it).",
         executor_def=dg.in_process_executor,
@@ -463,9 +483,13 @@ def source_defs(source: SyncSource) -> SourceDefs:
         totals: dict[str, float] = {}
         done: list[str] = []
         with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-            futures = [pool.submit(source.sync, client, key, ctx, options) for key in keys]
-            for future in futures:
-                outcome = future.result()
+            outcomes: Iterable[SyncOutcome]
+            if source.sync_many is not None:
+                outcomes = source.sync_many(client, keys, ctx, options)
+            else:
+                futures = [pool.submit(source.sync, client, key, ctx, options) for key in keys]
+                outcomes = (future.result() for future in futures)
+            for outcome in outcomes:
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 calls += outcome.stats.calls
                 for figure, value in outcome.figures.items():
@@ -544,7 +568,11 @@ def _schedule(
         job=job,
         cron_schedule=schedule.cron,
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if schedule.running
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
         required_resource_keys={source.name},
         description=schedule.description,
     )

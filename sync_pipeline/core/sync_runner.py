@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +73,8 @@ class SyncOutcome:
 
 
 OutcomeT = TypeVar("OutcomeT", bound=SyncOutcome)
+#: `error_class` of a sync skipped because a live run holds the partition's lease.
+LEASE_HELD = "lease_held"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def run_sync(
     lease_ttl: dt.timedelta,
     on_auth_revoked: Callable[[str], None] | None = None,
     full_when_new: bool = True,
+    backoff: Sequence[dt.timedelta] = (),
 ) -> OutcomeT:
     """Run `work` under the partition's lease and record its outcome.
 
@@ -132,6 +135,9 @@ def run_sync(
     - SyncError: failed; handed over to a single-partition retry run when
       `hand_over_on_failure`, else a dead letter if permanent or on the final attempt
     - AuthRevokedError also calls `on_auth_revoked` (mark the account needs-reconnect)
+    - with `backoff`, a non-permanent SyncError is parked for the next delay of the list
+      (the n-th consecutive failure waits `backoff[n-1]`) and is a dead letter once the
+      list is used up: the seed's 5/10/20/40-minute retries, without holding a run slot
     - any other exception is recorded as class "error" and never hides other partitions
     """
     started = time.monotonic()
@@ -139,7 +145,7 @@ def run_sync(
     try:
         state = cp.claim(key, ctx.owner, lease_ttl, owner_is_dead=ctx.owner_is_dead)
     except LeaseHeldError as exc:
-        outcome.status, outcome.error = "skipped", str(exc)
+        outcome.status, outcome.error_class, outcome.error = "skipped", LEASE_HELD, str(exc)
         return outcome
     released = False
     # An incremental sync does not stand in for a full one (deletions are found by full ones).
@@ -180,6 +186,27 @@ def run_sync(
         outcome.status, outcome.error_class, outcome.error = "failed", exc.error_class, str(exc)
         if isinstance(exc, AuthRevokedError) and on_auth_revoked is not None:
             on_auth_revoked(str(exc))
+        failures = state.consecutive_failures or 0
+        if backoff and not isinstance(exc, PermanentError):
+            retry = failures < len(backoff)
+            cp.fail(
+                key,
+                error_class=exc.error_class,
+                message=str(exc),
+                run_id=ctx.run_id,
+                dead=not retry,
+            )
+            if retry:
+                until = dt.datetime.now(dt.UTC) + backoff[failures]
+                outcome.status, outcome.retry_at = "parked", until.timestamp()
+                cp.park(
+                    key,
+                    until=until,
+                    reason=f"retry {failures + 1}/{len(backoff)} after: {exc}",
+                    mode=outcome.mode,
+                )
+            outcome.exception = exc
+            return outcome
         cp.fail(
             key,
             error_class=exc.error_class,

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -172,3 +178,65 @@ def launchable(tmp_path: Path, cli_env: CliEnv, monkeypatch: pytest.MonkeyPatch)
         if name not in os.environ:
             monkeypatch.setenv(name, value)
     return root
+
+
+BIN = Path(sys.executable).parent
+STARTUP_SECONDS = 90.0
+
+
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: none of the CLI's settings (they are in `.env`)."""
+    return {k: v for k, v in os.environ.items() if not is_setting(k)}
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sync-pipeline ARGS` as a user runs it: a new process in `cwd`, to its end."""
+    return subprocess.run(
+        [str(BIN / "sync-pipeline"), *args],
+        cwd=cwd,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`sync-pipeline ARGS` in `cwd`, running in the background (its own session)."""
+    return subprocess.Popen(
+        [str(BIN / "sync-pipeline"), *args],
+        cwd=cwd,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@contextmanager
+def project_sandboxes(cwd: Path, *, platforms: bool) -> Iterator[str]:
+    """`sync-pipeline init` in `cwd`, then `sync-pipeline sandbox` (the platforms too, if
+    asked) running on the ports `init` wrote; yields the Strava sandbox's URL."""
+    port = free_port()
+    done = run_cli(cwd, "init", "--sandbox-port", str(port))
+    assert done.returncode == 0, done.stderr
+    args = ["sandbox", "--athletes", "2", *([] if platforms else ["--no-platforms"])]
+    proc = start_cli(cwd, *args)
+    last = f"http://127.0.0.1:{port + (len(PLATFORM_PORTS) if platforms else 0)}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{last}/_sandbox/faults", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the sandboxes did not start (exit {proc.poll()})")
+            time.sleep(0.1)  # polling a starting server, bounded by the deadline
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)

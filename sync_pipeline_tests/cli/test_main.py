@@ -1,4 +1,5 @@
-"""`sync-pipeline` (cli/main.py): set-up, athletes, syncs, status, dead letters, cleanup, sandbox.
+"""`sync-pipeline` (cli/main.py and a module per command group): set-up, athletes, syncs,
+status, dead letters, cleanup, sandbox.
 
 Commands run in this process through click's test runner, in a temporary working directory
 with an environment of their own, against a fresh app database and the sandboxes on loopback.
@@ -25,7 +26,8 @@ import yaml
 from dotenv import dotenv_values
 from sqlalchemy import func, select
 
-from sync_pipeline.cli import context, main
+from sync_pipeline.cli import _launch, context
+from sync_pipeline.cli import sandbox as cli_sandbox
 from sync_pipeline.core import db, priorities
 from sync_pipeline.core.crypto import TokenCipher, generate_key
 from sync_pipeline.core.db import transaction
@@ -54,6 +56,7 @@ from sync_pipeline_tests.cli.conftest import (
     invoke,
     is_setting,
     new_process,
+    run_cli,
 )
 from sync_pipeline_tests.conftest import CLIENT_ID, Sandbox
 from sync_pipeline_tests.defs.strava.test_processing import gps_activity
@@ -657,7 +660,7 @@ def test_sync_strava_refuses_unknown_athletes_and_an_empty_sweep(
             ["--all", "--priority", "3"],
             "strava_sweep_job",
             {priorities.PRIORITY_TAG: "3"},
-            {"ops": {"strava_sweep": {"config": {"mode": "incremental", "shard": 0, "shards": 1}}}},
+            {"ops": {"strava_sweep": {"config": {"shard": 0, "shards": 1}}}},
         ),
     ],
     ids=["athlete", "all"],
@@ -752,7 +755,7 @@ def test_queueing_refuses_a_dotenv_in_the_dagster_home(
 
 def test_a_failed_launch_shows_dagsters_output(cli_env: CliEnv, launchable: Path) -> None:
     with pytest.raises(click.ClickException) as failed:
-        main._launch(context.settings(), "no_such_job", tags={}, run_config={})
+        _launch.launch(context.settings(), "no_such_job", tags={}, run_config={})
 
     header, output = failed.value.message.split("\n", 1)
     assert re.fullmatch(
@@ -810,7 +813,7 @@ def test_a_code_server_workspace_keeps_the_project_location_name(tmp_path: Path)
         server.listen()
         port = server.getsockname()[1]
 
-        path = main._code_server_workspace(tmp_path, "127.0.0.1", port, "SYNC_CODE_SERVER")
+        path = _launch.code_server_workspace(tmp_path, "127.0.0.1", port, "SYNC_CODE_SERVER")
 
     # The daemon finds a queued run's code by location name: `--grpc-host/--grpc-port`
     # would name it grpc:127.0.0.1:PORT, which the project's workspace does not have.
@@ -1150,7 +1153,7 @@ def test_dev_on_a_taken_sandbox_port_names_its_option() -> None:
         port = taken.getsockname()[1]
 
         with pytest.raises(click.ClickException) as failed:
-            main._start_sandbox(
+            cli_sandbox.start_sandbox(
                 host="127.0.0.1",
                 port=port,
                 port_option="--sandbox-port",
@@ -1193,3 +1196,79 @@ def test_sandbox_serves_until_sigterm(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert stdout.decode() == f"Strava sandbox on {url} (3 athletes)\nCtrl-C stops them\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# every command with only the `.env` that `init` wrote
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["db", "current"], f"database: {HEAD}  code: {HEAD}\n"),
+        (["athletes", "list"], "        id  name                     state"),
+        (["users", "list"], "no users; add one with `sync-pipeline users add USER_ID`\n"),
+        (["status", "--source", "github"], "github\n  runs: queued 0"),
+        (["dead-letters", "list"], "no dead letters\n"),
+        (["cleanup", "--dry-run"], "runs finished before "),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_commands_run_with_only_the_env_init_wrote(
+    tmp_path: Path, command: list[str], expected: str
+) -> None:
+    invoke("init", "--sandbox-port", str(SANDBOX_PORT))
+    new_process()
+
+    result = invoke(*command)
+
+    assert result.stdout.startswith(expected), result.stdout
+    home = tmp_path.resolve() / ".sync_home"
+    assert not (tmp_path / "dagster").exists()  # the Dagster home of .env, not a default one
+    assert (home / "dagster" / "dagster.yaml").is_file()
+
+
+def test_sandbox_serves_on_the_port_init_wrote(tmp_path: Path) -> None:
+    port = free_port()
+    assert run_cli(tmp_path, "init", "--sandbox-port", str(port)).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not is_setting(k)}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sync-pipeline"), "sandbox", "--athletes", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        # the last sandbox started (the platforms start after Strava, in order)
+        wait_for_server(f"http://127.0.0.1:{port + 4}/_sandbox/faults", proc, 60, what="sandboxes")
+        athletes = wait_for_server(
+            f"http://127.0.0.1:{port}/_sandbox/athletes", proc, 5, what="the Strava sandbox"
+        ).json()
+        assert [a["id"] for a in athletes] == [1001, 1002]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert stdout.decode().startswith(f"Strava sandbox on http://127.0.0.1:{port} (2 athletes)\n")
+    assert f"github sandbox on http://127.0.0.1:{port + 1}" in stdout.decode()
+
+
+def test_athletes_list_prints_the_reason_summarized_on_its_own_line(
+    cli_env: CliEnv, strava_env: Sandbox
+) -> None:
+    athlete = strava_env.state.add_athlete(0)
+    invoke("athletes", "connect", "--sandbox-athlete", str(athlete))
+    error = (
+        "Strava list activities: HTTP 503 "
+        + json.dumps({"message": "Service Unavailable", "errors": [{"code": "x" * 120}]})[:190]
+    )
+    add_state(cli_env.db_url, "strava", str(athlete), "dead", last_error=error)
+
+    lines = invoke("athletes", "list").stdout.splitlines()
+
+    assert lines[1].startswith(f"{athlete:>10}  ") and lines[1].endswith(" dead       -")
+    assert lines[2:] == ["            reason: Strava list activities: HTTP 503 Service Unavailable"]
+    [row] = json.loads(invoke("athletes", "list", "--json").stdout)
+    assert row["last_error"] == error  # in full

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dotenv import dotenv_values
 from sqlalchemy import select
 
 from sync_pipeline.core import db
@@ -21,7 +22,15 @@ from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.webhooks import create_webhook_app
-from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke, is_setting
+from sync_pipeline_tests.cli.conftest import (
+    CliEnv,
+    error_of,
+    free_port,
+    invoke,
+    is_setting,
+    run_cli,
+    start_cli,
+)
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 from sync_pipeline_tests.serving import wait_for_server, wait_until
 from sync_pipeline_tests.webhooks.test_receiver import make_event
@@ -41,7 +50,7 @@ def inbox(db_url: str) -> list[tuple[str, int, str, int, int, int]]:
         ]
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes] | subprocess.Popen[str], url: str) -> None:
     """Poll GET /healthz until 200; fail if the process exits or the deadline passes."""
     wait_for_server(f"{url}/healthz", proc, STARTUP_SECONDS, what="the receiver")
 
@@ -248,3 +257,20 @@ def test_subscription_commands_need_credentials_and_a_reachable_api(
     assert error_of(result).startswith(
         "Error: GET http://127.0.0.1:"
     ) and "/api/v3/push_subscriptions failed: " in error_of(result)
+
+
+def test_serve_runs_with_only_the_env_init_wrote(tmp_path: Path) -> None:
+    init = run_cli(tmp_path, "init", "--sandbox-port", str(free_port()))
+    assert init.returncode == 0, init.stderr
+    token = dotenv_values(tmp_path / ".env")[VERIFY_ENV]
+    port = free_port()
+    proc = start_cli(tmp_path, "webhooks", "serve", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url)
+        query = {"hub.mode": "subscribe", "hub.challenge": "abc", "hub.verify_token": token}
+        answer = httpx.get(f"{url}/webhooks/strava", params=query, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"hub.challenge": "abc"})
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -359,3 +359,39 @@ def test_spent_budget_beyond_max_inline_wait_parks_the_work(
     assert stats["rate_limited"] == 0
     assert not any(k.startswith("GET /api/v3") for k in stats["requests_by_endpoint"])
     assert strava.app_db.checkpoints(SOURCE).parked_due() == []
+
+
+@pytest.mark.parametrize(
+    ("now", "start", "end"),
+    [
+        (dt.datetime(2026, 12, 3, 13, 0), dt.datetime(2026, 12, 1), dt.datetime(2027, 1, 1)),
+        (dt.datetime(2026, 2, 28, 23, 59), dt.datetime(2026, 2, 1), dt.datetime(2026, 3, 1)),
+    ],
+)
+def test_monthly_windows_follow_calendar_months(
+    budget: RateBudget, now: dt.datetime, start: dt.datetime, end: dt.datetime
+) -> None:
+    w = Window("t:credits", 31 * 86400, 2, monthly=True)
+    t = now.replace(tzinfo=dt.UTC).timestamp()
+    assert (w.start(t), w.end(t)) == (
+        start.replace(tzinfo=dt.UTC).timestamp(),
+        end.replace(tzinfo=dt.UTC).timestamp(),
+    )
+    assert [budget.try_acquire([w], now=t) for _ in range(3)] == [0, 0, w.end(t)]
+    assert budget.try_acquire([w], now=w.end(t)) == 0  # a new month, a new allowance
+
+
+def test_refund_gives_back_an_unused_charge(budget: RateBudget) -> None:
+    w = Window("t:credits", 60, 1)
+    assert budget.try_acquire([w], now=T0) == 0
+    budget.refund([w], now=T0)
+    assert budget.try_acquire([w], now=T0) == 0
+    assert budget.try_acquire([w], now=T0) == T0 + 60
+
+
+@pytest.mark.parametrize(("offset", "charged"), [(0.70, [T0]), (0.80, [T0, T0 + 1])])
+def test_a_longer_guard_charges_late_calls_to_the_next_window_too(
+    offset: float, charged: list[float]
+) -> None:
+    w = Window("t:second", 1, 15, guard_seconds=0.25)
+    assert w.starts(T0 + offset) == charged

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from sqlalchemy import update
 
-from sync_pipeline.core.checkpoints import Checkpoints, LeaseHeldError
+from sync_pipeline.core.checkpoints import (
+    Checkpoints,
+    LeaseHeldError,
+    process_is_gone,
+    this_process,
+)
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import SyncState, utcnow
 
@@ -101,3 +111,45 @@ def test_release_by_a_non_holder_changes_nothing(cp: Checkpoints) -> None:
     assert holder(cp, "7") == "run-a"
     cp.release("7", "run-a")
     assert holder(cp, "7") is None
+
+
+def test_a_lease_records_this_process(cp: Checkpoints) -> None:
+    cp.claim("7", "run-a", TTL)
+
+    state = cp.get("7")
+    assert state is not None and state.lease_process == this_process()
+    assert f" {os.getpid()} " in this_process()
+    assert not process_is_gone(this_process())
+
+
+def test_a_lease_whose_process_is_gone_is_taken_over_at_once(cp: Checkpoints, db_url: str) -> None:
+    with subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"]) as child:
+        identity = this_process().rsplit(" ", 2)[0] + f" {child.pid} -"
+        cp.claim("7", "run-a", TTL)
+        with transaction(db_url) as s:
+            s.execute(update(SyncState).values(lease_process=identity))
+        assert cp.live_lease("7", owner_is_dead=lambda run: False) is not None
+        with pytest.raises(LeaseHeldError, match=f"by run run-a \\(pid {child.pid} on "):
+            cp.claim("7", "run-b", TTL, owner_is_dead=lambda run: False)
+
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not process_is_gone(identity):  # killed, not yet reaped (a zombie): gone
+            assert time.monotonic() < deadline, "the killed process still counts as alive"
+            time.sleep(0.01)  # the kernel ends it asynchronously; bounded by the deadline
+        child.wait()
+
+    assert process_is_gone(identity)
+    assert cp.live_lease("7", owner_is_dead=lambda run: False) is None
+    assert cp.claim("7", "run-b", TTL, owner_is_dead=lambda run: False).lease_owner == "run-b"
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [None, "", "garbage", "other-host pid:[1] 1 -", "{host} pid:[0] 999999999 -"],
+    ids=["none", "empty", "garbage", "another host", "another pid namespace"],
+)
+def test_a_process_this_host_cannot_check_counts_as_alive(identity: str | None) -> None:
+    value = identity.format(host=socket.gethostname()) if identity else identity
+
+    assert not process_is_gone(value)

@@ -22,7 +22,6 @@ from sync_pipeline.defs.strava.athletes import (
     needs_reconnect_count,
 )
 from sync_pipeline.defs.strava.partitions import strava_athletes
-from sync_pipeline.defs.strava.processing import refresh_progress
 from sync_pipeline.defs.strava.resources import StravaResource
 from sync_pipeline.defs.strava.sync import SOURCE, SyncOutcome, sync_athlete
 
@@ -118,6 +117,8 @@ def _recompute_streets(strava: StravaResource, key: str) -> Mapping[str, Any]:
             "(`sync-pipeline init` writes the sandbox city's).",
             allow_retries=False,
         )
+    from sync_pipeline.defs.strava.processing import refresh_progress  # numpy, scipy
+
     summary = refresh_progress(strava, int(key))
     assert summary is not None
     return {

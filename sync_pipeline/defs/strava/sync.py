@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 
@@ -21,13 +21,10 @@ from sync_pipeline.core.models import Athlete, StravaActivity, utcnow
 from sync_pipeline.core.sync_runner import RunContext, refuse, run_sync
 from sync_pipeline.core.sync_runner import SyncOutcome as BaseOutcome
 from sync_pipeline.defs.strava.models import SummaryActivity
-from sync_pipeline.defs.strava.processing import (
-    StreetSummary,
-    process_activity,
-    refresh_progress,
-    unprocessed_gps_activities,
-)
 from sync_pipeline.defs.strava.resources import MAX_PER_PAGE, StravaResource
+
+if TYPE_CHECKING:  # street matching (numpy, scipy) is imported where used
+    from sync_pipeline.defs.strava.processing import StreetSummary
 
 SOURCE = "strava"
 LEASE_TTL = dt.timedelta(minutes=10)  # renewed at every page checkpoint
@@ -232,6 +229,8 @@ def _refresh_activities(
 def _process(strava: StravaResource, outcome: SyncOutcome, activity_id: int) -> bool:
     """Streams and street matching of one stored activity; False when it is gone."""
     try:
+        from sync_pipeline.defs.strava.processing import process_activity
+
         process_activity(strava, outcome.athlete_id, activity_id, stats=outcome.stats)
     except NotFoundError:
         delete_activity(strava.app_db.url, outcome.athlete_id, activity_id)
@@ -246,6 +245,8 @@ def _process_new(
 ) -> None:
     """The backstop for lost push events: activities this incremental sync found are
     processed as their events would have been (newest first, bounded per sync)."""
+    from sync_pipeline.defs.strava.processing import unprocessed_gps_activities
+
     found = unprocessed_gps_activities(
         strava.app_db.url, outcome.athlete_id, strava.streams_per_sync, session.started_at
     )
@@ -337,6 +338,8 @@ def sync_athlete(
         if session.mode == "incremental":
             _process_new(strava, outcome, session, processed)
         if outcome.activities_processed or outcome.activities_gone:
+            from sync_pipeline.defs.strava.processing import refresh_progress
+
             outcome.streets = refresh_progress(strava, athlete_id)
 
     return run_sync(

@@ -17,9 +17,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:  # imported where used: ~0.5 s in every process loading the definitions
+    import numpy as np
     import pandas as pd
 
 
@@ -47,6 +46,8 @@ class Consistency:
 
 def _runs(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end ordinals of runs of consecutive days (sorted unique ordinals)."""
+    import numpy as np
+
     breaks = np.flatnonzero(np.diff(days) != 1)
     starts = np.concatenate(([days[0]], days[breaks + 1]))
     ends = np.concatenate((days[breaks], [days[-1]]))
@@ -60,6 +61,7 @@ def compute(
     exclude_platforms: frozenset[str] = frozenset(),
 ) -> Consistency:
     """Figures from rows (platform, day, count); `exclude_platforms` are left out entirely."""
+    import numpy as np
     import pandas as pd
 
     rows = daily[~daily["platform"].isin(list(exclude_platforms))] if len(daily) else daily

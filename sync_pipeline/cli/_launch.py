@@ -1,0 +1,130 @@
+"""Queueing runs with `dagster job launch`, through a running code server when there is one."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sync_pipeline.cli import context, devstack
+from sync_pipeline.core import priorities
+from sync_pipeline.core.settings import Settings
+
+#: Colour codes in Dagster's log lines (shown when a launch fails).
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def launch(
+    s: Settings,
+    job: str,
+    *,
+    tags: dict[str, str],
+    run_config: dict[str, Any],
+    grpc_host: str | None = None,
+    grpc_port: int | None = None,
+) -> str:
+    """Queue a run with `dagster job launch` (the same path a person uses); return its run id.
+
+    The launch sees exactly this command's settings: an explicit environment (DAGSTER_HOME
+    etc. as resolved here), run from the Dagster home, never from the project root, whose
+    `.env` Dagster would load over that environment. The code location comes from the
+    project's workspace.yaml (a code server is spawned for the launch), or from a running code
+    server: `grpc_host`/`grpc_port`, else SYNC_CODE_SERVER=host:port. Dagster's own output is
+    shown only when the launch fails.
+    """
+    env = context.launch_env(s)
+    home = Path(env["DAGSTER_HOME"])
+    if (home / ".env").exists():
+        raise click.ClickException(
+            f"{home / '.env'} would override the settings of `dagster job launch`, which runs "
+            "in the Dagster home; move that file out of the Dagster home."
+        )
+    named_by = "grpc_host/grpc_port"
+    if grpc_host is None and grpc_port is None and (found := context.code_server()):
+        (grpc_host, grpc_port), named_by = found, context.CODE_SERVER_VARIABLE
+    elif grpc_host is None and grpc_port is None and (found := devstack.running_code_server(s)):
+        (grpc_host, grpc_port), named_by = found, "the running `sync-pipeline dev`"
+    run_id = str(uuid.uuid4())
+    with tempfile.TemporaryDirectory(prefix="sync-pipeline-launch-") as tmp:
+        if grpc_port is None:
+            workspace, source = context.workspace_file(), "the project's workspace.yaml"
+        else:
+            host = grpc_host or "localhost"
+            workspace = code_server_workspace(Path(tmp), host, grpc_port, named_by)
+            source = f"the code server at {host}:{grpc_port} ({named_by})"
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "launch",
+            "-w",
+            str(workspace),
+            "-j",
+            job,
+            "--run-id",
+            run_id,
+            "--tags",
+            json.dumps(tags),
+            "--config-json",
+            json.dumps(run_config),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=home, env=env, check=False)
+    if proc.returncode != 0:
+        output = ANSI_ESCAPE.sub("", "\n".join((proc.stdout.strip(), proc.stderr.strip())))
+        tail = "\n".join(output.strip().splitlines()[-40:])[-4000:]
+        raise click.ClickException(
+            f"Could not queue {job} (`dagster job launch` with {source}, Dagster home {home}, "
+            f"exit {proc.returncode}); the end of Dagster's output:\n{tail}"
+        )
+    return run_id
+
+
+def code_server_workspace(directory: Path, host: str, port: int, named_by: str) -> Path:
+    """A workspace file loading the project's code location from a running code server.
+
+    The location keeps the name workspace.yaml gives it (`--grpc-host`/`--grpc-port` would
+    name it `grpc:HOST:PORT`): the daemon finds a queued run's code by that name.
+    """
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot reach the Dagster code server at {host}:{port} ({exc}), named by "
+            f"{named_by}. Start it (`dagster code-server start -m sync_pipeline.definitions "
+            f"-h {host} -p {port}`, in the daemon's environment)"
+            + (
+                f" or unset {named_by} to load the code for each launch."
+                if named_by == context.CODE_SERVER_VARIABLE
+                else "."
+            )
+        ) from exc
+    server = {"host": host, "port": port, "location_name": context.code_location_name()}
+    path = directory / "workspace.yaml"
+    path.write_text(json.dumps({"load_from": [{"grpc_server": server}]}))  # JSON is YAML
+    return path
+
+
+def echo_queued(run_id: str, job: str, tags: dict[str, str]) -> None:
+    """One line per queued run: its id, what it syncs and where to follow it."""
+    what = [job]
+    if partition := tags.get("dagster/partition"):
+        source = tags.get(priorities.SOURCE_TAG, "")
+        what.append(f"{'athlete' if source == 'strava' else 'user'} {partition}")
+    what.append(f"priority {tags.get(priorities.PRIORITY_TAG, '0')}")
+    click.echo(f"queued run {run_id} ({', '.join(what)}); follow it in the UI at /runs/{run_id}")
+
+
+def queue(s: Settings, job: str, *, tags: dict[str, str], run_config: dict[str, Any]) -> str:
+    """Launch a run and print its line; return its id."""
+    run_id = launch(s, job, tags=tags, run_config=run_config)
+    echo_queued(run_id, job, tags)
+    return run_id

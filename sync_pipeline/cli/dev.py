@@ -1,0 +1,137 @@
+"""`sync-pipeline dev`: sandboxes, demo athletes and users, `dagster dev`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import click
+
+from sync_pipeline.cli import context, devstack
+from sync_pipeline.cli.sandbox import start_sandbox
+from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT
+
+
+@click.command()
+@click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--port", default=3000, show_default=True, help="Dagster UI port.")
+@click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
+@click.option(
+    "--code-port",
+    default=4266,
+    show_default=True,
+    help="Port of the Dagster code server shared by the UI, the daemon and launches.",
+)
+def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int) -> None:
+    """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
+    from sync_pipeline.defs.strava.athletes import connect_via_oauth
+
+    s = context.init_home(sandbox_port=sandbox_port)
+    if not s.strava_base_url.startswith("http://127.0.0.1"):
+        raise click.ClickException(
+            "`dev` runs against the sandbox; .env points STRAVA_BASE_URL elsewhere. "
+            "Use `dagster dev` directly for a real deployment."
+        )
+    server = start_sandbox(
+        host="127.0.0.1",
+        port=int(s.strava_base_url.rsplit(":", 1)[1]),
+        port_option="--sandbox-port",
+        athletes=n_athletes,
+        seed=42,
+        time_scale=s.strava_time_scale,
+        client_secret=s.strava_client_secret,
+    )
+    child: subprocess.Popen[bytes] | None = None
+    code_server: subprocess.Popen[bytes] | None = None
+    stack = devstack.DevStack()
+    # Ctrl-C and SIGTERM both shut everything down cleanly, even when this process was
+    # started with SIGINT ignored (background jobs, some supervisors).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        receiver = devstack.start_webhook_receiver(
+            s, stack, os.environ.get("STRAVA_WEBHOOK_VERIFY_TOKEN", "")
+        )
+        devstack.start_platform_sandboxes(s, stack)
+        users = devstack.connect_demo_users(s, stack)
+        strava = context.strava(s)
+        from sync_pipeline.defs.strava.athletes import connected_athlete_ids
+
+        already = set(connected_athlete_ids(strava.app_db.url))
+        sandbox_ids = [int(a["id"]) for a in _sandbox_athletes(server.url)]
+        for sandbox_id in sandbox_ids:
+            if sandbox_id not in already:
+                connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
+        strava.close()
+        click.echo(
+            f"Strava sandbox on {server.url}; {len(sandbox_ids)} demo athletes connected.\n"
+            f"Push events: Strava sandbox -> {receiver}\n"
+            f"Platform sandboxes: "
+            + ", ".join(f"{p} {r.url}" for p, r in stack.platforms.items())
+            + f"; {len(devstack.DEMO_USERS)} demo users, {users} platform connections.\n"
+            f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
+        )
+        dagster_env = {
+            **os.environ,
+            "DAGSTER_HOME": str(s.dagster_home),
+            "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
+        }
+        code_server = devstack.start_code_server(s, code_port, dagster_env)
+        click.echo(
+            f"Code server on 127.0.0.1:{code_port}; queue a sync from another shell with\n"
+            f"  dagster job launch -w {s.home / 'workspace.yaml'} -j strava_athlete_sync "
+            """--tags '{"dagster/partition": "<athlete id>", "dagster/priority": "10"}'\n"""
+            "or `sync-pipeline sync strava --athlete <id>` (both reuse this code server)."
+        )
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(s.home / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=s.home,
+            env=dagster_env,
+        )
+        child.wait()
+    except KeyboardInterrupt:
+        click.echo("\nstopping Dagster and the sandbox...")
+    finally:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.terminate()
+                child.wait(timeout=10)
+        if code_server is not None:
+            code_server.terminate()
+            try:
+                code_server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code_server.kill()
+            devstack.forget_code_server(s)
+        stack.stop()
+        server.stop()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
+    import httpx
+
+    response = httpx.get(f"{url}/_sandbox/athletes", timeout=10)
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return result

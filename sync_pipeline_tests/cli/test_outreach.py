@@ -1,0 +1,158 @@
+"""`sync-pipeline campaigns|prospects|outreach` (cli/outreach.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import Prospect
+from sync_pipeline.sandbox.mail.server import MailSandbox
+from sync_pipeline_tests.cli.conftest import CliEnv, error_of, invoke
+from sync_pipeline_tests.outreach import HUNTER_KEY, SENDER, SENDER_PASSWORD, HunterBox
+
+GOOD = (
+    "first_name,last_name,company,tier,email,timezone\n"
+    "Hank,Scorpio,Globex,hot,hank@globex.test,Europe/Berlin\n"
+    "Bill,Lumbergh,Initech,warm,,America/Chicago\n"
+)
+BAD = (
+    "first_name,last_name,company,tier,email,timezone\n"
+    "Hank,Scorpio,Globex,hot,hank@globex.test,Europe/Berlin\n"
+    "Bad,,Initech,warm,,UTC\n"
+    "X,Y,Z,lukewarm,,UTC\n"
+    "A,B,C,cold,not-an-email,UTC\n"
+    "D,E,F,cold,,Mars/Base\n"
+    "Hank,Scorpio,Globex,hot,hank@globex.test,Europe/Berlin\n"
+)
+
+
+def _ids(db_url: str) -> list[str]:
+    with transaction(db_url) as s:
+        return list(s.scalars(select(Prospect.id).order_by(Prospect.id)))
+
+
+@pytest.fixture
+def campaign(cli_env: CliEnv, tmp_path: Path) -> str:
+    body = tmp_path / "body.txt"
+    body.write_text("Hi {{ first_name }},\nUnsubscribe: {{ unsubscribe_url }}\n")
+    out = invoke(
+        "campaigns",
+        "add",
+        "launch",
+        "--sender",
+        SENDER,
+        "--subject",
+        "Hello {{ company }}",
+        "--body-file",
+        str(body),
+        "--min-gap",
+        "0",
+    )
+    assert out.stdout == f"added campaign launch (sender {SENDER}, cap 50/day)\n"
+    return "launch"
+
+
+def test_import_is_all_or_nothing_with_a_report_of_rejected_rows(
+    cli_env: CliEnv, campaign: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD)
+    result = invoke("prospects", "import", str(bad), "--campaign", campaign, exit_code=1)
+    assert result.stderr.splitlines()[:5] == [
+        "line 3: missing last_name",
+        "line 4: tier 'lukewarm' is not one of hot, warm, cold",
+        "line 5: invalid e-mail address 'not-an-email'",
+        "line 6: unknown time zone 'Mars/Base'",
+        f"line 7: prospect {_dup_id()} already exists",
+    ]
+    assert "5 row(s) rejected; nothing imported" in error_of(result)
+    assert _ids(cli_env.db_url) == []
+
+    good = tmp_path / "good.csv"
+    good.write_text(GOOD)
+    assert invoke("prospects", "import", str(good), "--campaign", campaign).stdout == (
+        "imported 2 prospects into launch\n"
+    )
+    assert len(_ids(cli_env.db_url)) == 2
+    again = invoke("prospects", "import", str(good), "--campaign", campaign, exit_code=1)
+    assert "2 row(s) rejected" in error_of(again)
+
+
+def _dup_id() -> str:
+    from sync_pipeline.defs.outreach.prospects import prospect_id
+
+    return prospect_id("launch", "Hank", "Scorpio", "Globex")
+
+
+def test_import_into_an_unknown_campaign_fails_clearly(cli_env: CliEnv, tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(GOOD)
+    result = invoke("prospects", "import", str(good), "--campaign", "nope", exit_code=1)
+    assert "Unknown campaign 'nope'" in error_of(result)
+
+
+def test_list_show_remove_and_campaign_pause(
+    cli_env: CliEnv, campaign: str, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(GOOD)
+    invoke("prospects", "import", str(good), "--campaign", campaign)
+    listed = invoke("prospects", "list", "--state", "enriched").stdout.splitlines()
+    assert len(listed) == 1 and "hank@globex.test" in listed[0]
+    pid = listed[0].split()[0]
+    assert '"state": "enriched"' in invoke("prospects", "show", pid).stdout
+    assert invoke("campaigns", "pause", campaign).stdout == "campaign launch paused\n"
+    assert "launch  paused" in invoke("campaigns", "list").stdout
+    invoke("campaigns", "resume", campaign)
+    assert invoke("prospects", "remove", pid).stdout == "removed 1 prospect(s)\n"
+    assert len(_ids(cli_env.db_url)) == 1
+
+
+def test_send_and_enrich_directly_through_the_sandboxes(
+    cli_env: CliEnv,
+    campaign: str,
+    tmp_path: Path,
+    mail_box: MailSandbox,
+    hunter_box: HunterBox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "HUNTER_API_KEY": HUNTER_KEY,
+        "HUNTER_BASE_URL": hunter_box.url,
+        "HUNTER_WEBSITE_URL": f"{hunter_box.url}/_sandbox/sites/{{domain}}",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(mail_box.smtp_port),
+        "SMTP_USERNAME": SENDER,
+        "SMTP_PASSWORD": SENDER_PASSWORD,
+        "SMTP_SECURITY": "none",
+        "IMAP_HOST": "127.0.0.1",
+        "IMAP_PORT": str(mail_box.imap_port),
+        "IMAP_USERNAME": SENDER,
+        "IMAP_PASSWORD": SENDER_PASSWORD,
+        "IMAP_SECURITY": "none",
+        "SUPABASE_URL": "http://127.0.0.1:9",
+        "SUPABASE_SERVICE_KEY": "unused",
+    }.items():
+        monkeypatch.setenv(name, value)
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text(
+        "id,first_name,last_name,company,tier,email,timezone\n"
+        "p1,Hank,Scorpio,Globex,hot,hank@globex.test,UTC\n"
+        "p2,Bill,Lumbergh,Initech,warm,,UTC\n"
+    )
+    invoke("prospects", "import", str(csv_file), "--campaign", campaign)
+    assert invoke("outreach", "enrich-website", "--prospect", "p2", "--direct").stdout.startswith(
+        "p2: succeeded (domains_found 1"
+    )
+    assert invoke("outreach", "enrich-email", "--prospect", "p2", "--direct").stdout == (
+        "p2: succeeded (emails_found 1)\n"
+    )
+    sent = invoke("outreach", "send", "--prospect", "p1", "--direct").stdout
+    # Outside business hours (UTC, Mon-Sat 08-19) the send parks instead.
+    assert sent == "p1: succeeded (sent 1)\n" or "parked" in sent
+    stats = invoke("outreach", "status").stdout
+    assert "send_email" in stats and "enrich_email" in stats
+    assert HUNTER_KEY not in stats + sent and SENDER_PASSWORD not in stats + sent

@@ -1,0 +1,136 @@
+"""`sync-pipeline suppliers` and `sync promidata` (cli/suppliers.py) against the sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync_pipeline.sandbox.promidata import (
+    PromidataSandboxConfig,
+    PromidataSandboxState,
+    create_app,
+)
+from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline_tests.cli.conftest import CliEnv, error_of, invoke
+
+
+@pytest.fixture
+def promidata_env(
+    cli_env: CliEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PromidataSandboxState]:
+    """The Promidata sandbox; PROMIDATA_* point at it and at a temporary image directory."""
+    state = PromidataSandboxState(PromidataSandboxConfig(suppliers={"A23": 4, "B7": 2}))
+    with SandboxServer(create_app(state)) as server:
+        monkeypatch.setenv("PROMIDATA_BASE_URL", server.url)
+        monkeypatch.setenv("PROMIDATA_IMAGES_DIR", str(tmp_path / "images"))
+        yield state
+
+
+def test_suppliers_add_list_remove(cli_env: CliEnv) -> None:
+    assert "no suppliers" in invoke("suppliers", "list").stdout
+    assert invoke("suppliers", "add", "A23", "B7").stdout == (
+        "added supplier A23\nadded supplier B7\n"
+    )
+    assert "already configured" in invoke("suppliers", "add", "A23").stdout
+    listed = json.loads(invoke("suppliers", "list", "--json").stdout)
+    assert [r["code"] for r in listed] == ["A23", "B7"]
+    assert invoke("suppliers", "remove", "B7").stdout == "removed supplier B7\n"
+    assert "not configured" in error_of(invoke("suppliers", "remove", "B7", exit_code=1))
+    assert "alphanumeric" in error_of(invoke("suppliers", "add", "a/b", exit_code=1))
+
+
+def test_direct_sync_prints_the_seed_result_and_status_shows_it(
+    promidata_env: PromidataSandboxState,
+) -> None:
+    invoke("suppliers", "add", "A23", "B7")
+    out = invoke("sync", "promidata", "--supplier", "A23", "--direct").stdout
+    result = json.loads(out)
+    assert result["mode"] == "direct" and result["suppliersProcessed"] == 1
+    [a23] = result["results"]
+    assert a23["productsProcessed"] == 4 and a23["errors"] == 0 and a23["skipped"] == 0
+    assert a23["duration"].endswith("s")
+    again = json.loads(invoke("sync", "promidata", "--all", "--direct").stdout)
+    by_code = {r["supplier"]: r for r in again["results"]}
+    assert by_code["A23"]["productsProcessed"] == 0 and by_code["A23"]["skipped"] == 4
+    assert by_code["B7"]["productsProcessed"] == 2
+    status = json.loads(invoke("suppliers", "status", "--json").stdout)
+    assert status["stages"]["images"] == {"waiting": 0, "active": 0, "completed": 2, "failed": 0}
+    assert status["suppliers"]["A23"]["percent"] == 100.0
+    text = invoke("suppliers", "status").stdout
+    assert "catalog: waiting 0, active 0, completed 2, failed 0" in text
+
+
+def test_failures_are_listed_and_redriven(promidata_env: PromidataSandboxState) -> None:
+    invoke("suppliers", "add", "B7")
+    sku = "B7-100000"
+    promidata_env.poison_family("B7", sku, "unknown_language")
+    out = json.loads(invoke("sync", "promidata", "--supplier", "B7", "--direct").stdout)
+    assert out["results"][0]["errors"] == 1
+    listed = invoke("suppliers", "failures", "--dead").stdout
+    assert f"B7/family {sku}: bad_data (dead" in listed and "unknown language 'xx'" in listed
+    promidata_env.poison_family("B7", sku, None)
+    assert "1 failure(s)" in invoke("suppliers", "redrive", "--supplier", "B7").stdout
+    healed = json.loads(invoke("sync", "promidata", "--supplier", "B7", "--direct").stdout)
+    assert healed["results"][0]["productsProcessed"] == 1
+    assert invoke("suppliers", "failures").stdout == "no failures\n"
+
+
+def test_sync_promidata_usage_errors(cli_env: CliEnv) -> None:
+    assert "--supplier" in error_of(invoke("sync", "promidata", exit_code=2))
+    assert "not configured: X1" in error_of(
+        invoke("sync", "promidata", "--supplier", "X1", exit_code=1)
+    )
+
+
+def test_queueing_prints_the_run_id(cli_env: CliEnv, launchable: Path) -> None:
+    invoke("suppliers", "add", "A23")
+    out = invoke("sync", "promidata", "--supplier", "A23").stdout
+    assert out.startswith("queued run ") and "promidata_supplier_sync" in out
+
+
+def test_sandbox_command_serves_until_sigterm(cli_env: CliEnv) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from sync_pipeline_tests.cli.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sync_pipeline.cli.main",
+            "suppliers",
+            "sandbox",
+            "--port",
+            str(port),
+            "--families",
+            "2",
+            "--configure",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the server accepts connections
+        assert f"127.0.0.1:{port}" in line
+        body = httpx.get(f"http://127.0.0.1:{port}/A23/Import/Import.txt", timeout=10).text
+        assert body.count(".json|") == 2
+        assert "A360" in invoke("suppliers", "list").stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        assert code == 0 and time.monotonic() - started < 30
