@@ -46,10 +46,12 @@ class Demo:
         """Poll until a sync holds athlete 1001's lease; returns the holder."""
 
         def holder() -> str | None:
+            state = self.lease()
+            if state is not None and state.lease_owner is not None:
+                return state.lease_owner
             if proc.poll() is not None:
                 pytest.fail(f"the sync ended ({proc.returncode}) before taking the lease")
-            state = self.lease()
-            return None if state is None else state.lease_owner
+            return None
 
         return wait_until(holder, DEADLINE, what="the sync taking the lease", interval=0.1)
 
