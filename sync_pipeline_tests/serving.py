@@ -48,13 +48,15 @@ def wait_for_server(
     """Poll ``GET url`` until ``ready`` holds; fail when ``proc`` exits first or at the deadline."""
 
     def probe() -> httpx.Response | None:
+        try:
+            response: httpx.Response | None = httpx.get(url, timeout=2)
+        except httpx.HTTPError:
+            response = None
+        if response is not None and ready(response):
+            return response
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"{what} exited with {proc.returncode} before serving {url}")
-        try:
-            response = httpx.get(url, timeout=2)
-        except httpx.HTTPError:
-            return None
-        return response if ready(response) else None
+        return None
 
     return wait_until(probe, timeout, what=f"{what} at {url}", interval=0.1)
 

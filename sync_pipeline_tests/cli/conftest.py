@@ -9,13 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -28,6 +26,7 @@ from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 from sync_pipeline_tests.platforms import CLIENT_ID as PLATFORM_CLIENT_ID
 from sync_pipeline_tests.platforms import CLIENT_SECRET as PLATFORM_CLIENT_SECRET
 from sync_pipeline_tests.platforms import Box
+from sync_pipeline_tests.serving import wait_for_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Every variable the CLI reads (SYNC_TEST_* stay: the shared fixtures read them).
@@ -226,16 +225,7 @@ def project_sandboxes(cwd: Path, *, platforms: bool) -> Iterator[str]:
     proc = start_cli(cwd, *args)
     last = f"http://127.0.0.1:{port + (len(PLATFORM_PORTS) if platforms else 0)}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{last}/_sandbox/faults", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandboxes did not start (exit {proc.poll()})")
-            time.sleep(0.1)  # polling a starting server, bounded by the deadline
+        wait_for_server(f"{last}/_sandbox/faults", proc, STARTUP_SECONDS, what="the sandboxes")
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ from sync_pipeline.core.checkpoints import Checkpoints
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity, SyncState
 from sync_pipeline_tests.cli.conftest import project_sandboxes, run_cli, start_cli
+from sync_pipeline_tests.serving import wait_until
 
 ATHLETE = "1001"
 DEADLINE = 90.0
@@ -44,14 +45,16 @@ class Demo:
 
     def wait_for_lease(self, proc: subprocess.Popen[str]) -> str:
         """Poll until a sync holds athlete 1001's lease; returns the holder."""
-        deadline = time.monotonic() + DEADLINE
-        while (state := self.lease()) is None or state.lease_owner is None:
+
+        def holder() -> str | None:
+            state = self.lease()
+            if state is not None and state.lease_owner is not None:
+                return state.lease_owner
             if proc.poll() is not None:
                 pytest.fail(f"the sync ended ({proc.returncode}) before taking the lease")
-            if time.monotonic() > deadline:
-                pytest.fail("the sync did not take the lease in time")
-            time.sleep(0.1)  # polling the app database, bounded by the deadline
-        return state.lease_owner
+            return None
+
+        return wait_until(holder, DEADLINE, what="the sync taking the lease", interval=0.1)
 
     def activities(self) -> int:
         """Activities stored for athlete 1001."""

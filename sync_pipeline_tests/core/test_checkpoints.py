@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import update
@@ -20,6 +19,7 @@ from sync_pipeline.core.checkpoints import (
 )
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import SyncState, utcnow
+from sync_pipeline_tests.serving import wait_until
 
 TTL = dt.timedelta(minutes=10)
 
@@ -133,10 +133,10 @@ def test_a_lease_whose_process_is_gone_is_taken_over_at_once(cp: Checkpoints, db
             cp.claim("7", "run-b", TTL, owner_is_dead=lambda run: False)
 
         child.kill()
-        deadline = time.monotonic() + 10
-        while not process_is_gone(identity):  # killed, not yet reaped (a zombie): gone
-            assert time.monotonic() < deadline, "the killed process still counts as alive"
-            time.sleep(0.01)  # the kernel ends it asynchronously; bounded by the deadline
+        # Killed, not yet reaped (a zombie): gone. The kernel ends it asynchronously.
+        wait_until(
+            lambda: process_is_gone(identity), 10, what="the killed process gone", interval=0.01
+        )
         child.wait()
 
     assert process_is_gone(identity)

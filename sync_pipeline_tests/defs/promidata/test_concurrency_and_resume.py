@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,6 +17,7 @@ from sync_pipeline.core.models import ConcurrencySlot, PromidataFamily, Promidat
 from sync_pipeline.core.sync_runner import RunContext
 from sync_pipeline.defs.promidata.sync import sync_products, sync_supplier_direct
 from sync_pipeline_tests.defs.promidata.conftest import Promidata
+from sync_pipeline_tests.serving import wait_until
 
 
 def test_two_runs_together_keep_3_families_and_10_images_in_flight(promidata: Promidata) -> None:
@@ -88,19 +88,21 @@ def test_a_sigkilled_sync_resumes_without_refetching_done_families(promidata: Pr
         [sys.executable, "-c", CHILD, promidata.db_url, promidata.url],
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
-    deadline = time.monotonic() + 60
-    while synced(promidata.db_url) < 6:
+
+    def progressed() -> bool:
+        if synced(promidata.db_url) >= 6:
+            return True
         assert child.poll() is None, "the child finished before it could be killed"
-        assert time.monotonic() < deadline, "no progress within 60 s"
-        time.sleep(0.05)  # polling the app DB for the condition above, bounded by the deadline
+        return False
+
+    wait_until(progressed, 60, what="six products synced by the child")
     child.send_signal(signal.SIGKILL)
     child.wait(10)
     done = synced(promidata.db_url)
     assert 6 <= done < 30
     promidata.state.faults.clear()
-    while promidata.state.in_flight("product"):  # the killed run's last requests drain
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # The killed run's last requests drain.
+    wait_until(lambda: not promidata.state.in_flight("product"), 60, what="requests drained")
     promidata.requests()
     # The dead run's lease and slots are taken over because its owner is known to be dead.
     ctx = RunContext(owner="retry-run", owner_is_dead=lambda owner: owner == "doomed-run")
