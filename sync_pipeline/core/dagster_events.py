@@ -81,15 +81,18 @@ class Outcome(Protocol):
 
 
 def single_partition_events(
-    asset_key: dg.AssetKey, outcome: Outcome
+    asset_key: dg.AssetKey, outcome: Outcome, *, final_attempt: bool = False
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """Events of a single-partition run; raises to fail or retry the run.
 
     - succeeded: the partition's materialization with the sync's figures
     - parked / skipped: an observation saying why, no materialization, the run succeeds
       (parked work is re-requested by the source's parked sensor after the reset)
-    - permanent failure: `Failure(allow_retries=False)` with the reason
-    - transient failure: re-raised, so the RetryPolicy backs off and retries
+    - permanent failure, or a transient one on the `final_attempt`: `Failure(allow_retries=
+      False)` whose description is the reason and whose metadata are the sync's figures, so the
+      failed partition shows why where a person looks first
+    - transient failure before that: a retryable `Failure` with the same reason (the
+      RetryPolicy backs off), or `RetryRequested` when the provider said when to come back
     """
     md = outcome.metadata()
     if outcome.status == "succeeded":
@@ -99,18 +102,20 @@ def single_partition_events(
         yield dg.AssetObservation(asset_key=asset_key, partition=outcome.partition_key, metadata=md)
         return
     exc = outcome.exception
-    if isinstance(exc, TransientHttpError) and exc.retry_after is not None:
-        # The provider said when to come back: wait that long, not the policy's backoff.
-        raise dg.RetryRequested(
-            max_retries=RETRY_POLICY.max_retries, seconds_to_wait=min(exc.retry_after, 300.0)
-        ) from exc
-    if isinstance(exc, TransientError) or (exc is not None and not isinstance(exc, PermanentError)):
-        raise exc
-    raise dg.Failure(
-        description=outcome.error or "sync failed",
-        metadata=md,
-        allow_retries=False,
+    reason = f"{outcome.error_class or 'error'}: {outcome.error or 'sync failed'}"
+    transient = isinstance(exc, TransientError) or (
+        exc is not None and not isinstance(exc, PermanentError)
     )
+    if transient and not final_attempt:
+        if isinstance(exc, TransientHttpError) and exc.retry_after is not None:
+            # The provider said when to come back: wait that long, not the policy's backoff.
+            raise dg.RetryRequested(
+                max_retries=RETRY_POLICY.max_retries, seconds_to_wait=min(exc.retry_after, 300.0)
+            ) from exc
+        raise dg.Failure(description=f"{reason} (will be retried)", metadata=md) from exc
+    if transient:
+        reason += f" (retries exhausted; {RETRY_POLICY.max_retries} retries)"
+    raise dg.Failure(description=reason, metadata=md, allow_retries=False) from exc
 
 
 def batch_events(

@@ -415,7 +415,8 @@ def source_defs(source: SyncSource) -> SourceDefs:
             f"{outcome.stats.calls} API calls" + (f"; {outcome.error}" if outcome.error else "")
         )
         # The main asset first (multi-assets yield in dependency order); raises on failure.
-        for event in list(single_partition_events(source.asset_key, outcome)):
+        final = context.retry_number >= (RETRY_POLICY.max_retries or 0)
+        for event in list(single_partition_events(source.asset_key, outcome, final_attempt=final)):
             if isinstance(event, dg.MaterializeResult):
                 yield dg.MaterializeResult(asset_key=source.asset_key, metadata=event.metadata)
             else:

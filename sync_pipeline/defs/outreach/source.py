@@ -19,7 +19,14 @@ from sqlalchemy import or_, select
 
 from sync_pipeline.core import batching, priorities
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.models import CrmSyncState, InboundMessage, Prospect, SyncState, utcnow
+from sync_pipeline.core.models import (
+    CrmSyncState,
+    InboundMessage,
+    OutboxMessage,
+    Prospect,
+    SyncState,
+    utcnow,
+)
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
 from sync_pipeline.core.source import (
@@ -293,7 +300,6 @@ WEBSITE = _declare(
             "outreach_enrich_website",
             "*/10 * * * *",
             "Every 10 minutes: find domains.",
-            running=False,
         ),
     ),
 )
@@ -310,7 +316,6 @@ EMAIL = _declare(
             "outreach_enrich_email",
             "5-59/10 * * * *",
             "Every 10 minutes: addresses.",
-            running=False,
         ),
     ),
     options=EmailOptions,
@@ -329,7 +334,6 @@ SEND = _declare(
             "*/5 * * * *",
             "Every 5 minutes, the seed's `*/5 8-18 * * 1-6` applied in each prospect's own "
             "time zone (a send outside them parks until they open), hot prospects first.",
-            running=False,
         ),
     ),
 )
@@ -357,7 +361,6 @@ CRM = _declare(
             "outreach_crm_sync",
             "*/15 * * * *",
             "Every 15 minutes: CRM upserts.",
-            running=False,
         ),
     ),
     sync_many=_crm_many,
@@ -392,13 +395,23 @@ def outreach_inbox(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 inbox_job = dg.define_asset_job("outreach_inbox_job", selection=[outreach_inbox])
-inbox_schedule = dg.ScheduleDefinition(
+
+
+@dg.schedule(
     name="outreach_inbox_poll",
     job=inbox_job,
     cron_schedule="* * * * *",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Every minute (the seed's worker cron): read new mail over IMAP.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+def inbox_schedule(
+    context: dg.ScheduleEvaluationContext, app_db: AppDatabaseResource
+) -> dg.RunRequest | dg.SkipReason:
+    """Every minute (the seed's worker cron): read new mail over IMAP, once mail was sent."""
+    with transaction(app_db.url) as s:
+        sent = s.scalar(select(OutboxMessage.message_id).limit(1))
+    if sent is None:
+        return dg.SkipReason("no outreach mail sent yet: no replies to read")
+    return dg.RunRequest(run_key=None)
 
 
 @dg.sensor(

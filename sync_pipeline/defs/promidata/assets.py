@@ -92,7 +92,11 @@ def promidata_products(context: dg.AssetExecutionContext, promidata: PromidataRe
         limits=Limits.of(promidata),
         on_progress=progress_logger(context),
     )
-    yield from single_partition_events(context.asset_key, outcome)
+    yield from single_partition_events(
+        context.asset_key,
+        outcome,
+        final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
+    )
 
 
 @dg.asset(
@@ -122,7 +126,11 @@ def promidata_images(
         limits=Limits.of(promidata),
         on_progress=progress_logger(context),
     )
-    yield from single_partition_events(context.asset_key, outcome)
+    yield from single_partition_events(
+        context.asset_key,
+        outcome,
+        final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
+    )
 
 
 @dg.asset_check(
