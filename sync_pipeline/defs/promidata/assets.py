@@ -17,7 +17,7 @@ from sync_pipeline.core.dagster_events import (
     run_is_finished,
     single_partition_events,
 )
-from sync_pipeline.core.sync_runner import RunContext
+from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.defs.promidata.partitions import promidata_suppliers
 from sync_pipeline.defs.promidata.resources import PromidataResource
 from sync_pipeline.defs.promidata.storage import PromidataImageStorage
@@ -70,6 +70,12 @@ def run_context(context: dg.AssetExecutionContext) -> RunContext:
     )
 
 
+def stage_events(context: dg.AssetExecutionContext, outcome: SyncOutcome) -> Events:
+    """A stage's outcome as its partition's events (raises to retry or fail the step)."""
+    final = run_context(context).final_attempt
+    return single_partition_events(context.asset_key, outcome, final_attempt=final)
+
+
 @dg.asset(
     partitions_def=promidata_suppliers,
     group_name=GROUP,
@@ -92,11 +98,7 @@ def promidata_products(context: dg.AssetExecutionContext, promidata: PromidataRe
         limits=Limits.of(promidata),
         on_progress=progress_logger(context),
     )
-    yield from single_partition_events(
-        context.asset_key,
-        outcome,
-        final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
-    )
+    yield from stage_events(context, outcome)
 
 
 @dg.asset(
@@ -126,11 +128,7 @@ def promidata_images(
         limits=Limits.of(promidata),
         on_progress=progress_logger(context),
     )
-    yield from single_partition_events(
-        context.asset_key,
-        outcome,
-        final_attempt=context.retry_number >= (RETRY_POLICY.max_retries or 0),
-    )
+    yield from stage_events(context, outcome)
 
 
 @dg.asset_check(
