@@ -65,7 +65,15 @@ from sync_pipeline_tests.serving import wait_for_server
 
 HEAD = db.head_revision()
 SANDBOX_PORT = 18710
-SOURCES = ["strava", "github", "youtube", "x", "instagram"]
+SOURCES = [
+    "strava",
+    "github",
+    "youtube",
+    "x",
+    "instagram",
+    "promidata",
+    *(f"outreach_{job}" for job in ("website", "email", "send", "reply", "crm")),
+]
 TOKEN_KEY_MISSING = (
     "Error: SYNC_TOKEN_KEY is not set. Run `sync-pipeline init` (writes .env with a new key) "
     "or export SYNC_TOKEN_KEY=$(sync-pipeline keygen)."
@@ -1013,8 +1021,9 @@ def test_dead_letters_list(cli_env: CliEnv) -> None:
         (
             ["--source", "myspace", "--all"],
             2,
-            "Error: Invalid value for '--source': 'myspace' is not one of 'strava', 'github', "
-            "'youtube', 'x', 'instagram'.",
+            "Error: Invalid value for '--source': 'myspace' is not one of "
+            + ", ".join(f"'{name}'" for name in SOURCES)
+            + ".",
         ),
         (
             ["--partition", "1001"],
