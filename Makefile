@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
+PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint demo lock clean distclean
@@ -27,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check
