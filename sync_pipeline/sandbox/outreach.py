@@ -110,5 +110,7 @@ def start_outreach_sandboxes() -> OutreachSandboxes:
         "SUPABASE_URL": supabase_url,
         "SUPABASE_SERVICE_KEY": SUPABASE_KEY,
         "SUPABASE_TABLE": CRM_TABLE,
+        # The one-click unsubscribe target in every message's List-Unsubscribe header.
+        "OUTREACH_UNSUBSCRIBE_URL": f"{hunter_url}/_sandbox/unsubscribe/{{token}}",
     }
     return OutreachSandboxes(hunter, supabase, mail, env, servers)
