@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
+from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.daily import DailyActivityClient
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
@@ -17,6 +18,7 @@ from sync_pipeline.defs.users.accounts import add_user, connect
 from sync_pipeline.sandbox.platforms import SANDBOXES
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.sources import SOURCES
+from sync_pipeline_tests.serving import SlotServer
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret"
@@ -98,3 +100,92 @@ def join(client: DailyActivityClient, user_id: str, account: str, tz: str = "UTC
     add_user(client.app_db.url, user_id, timezone=tz)
     conn = connect(client, user_id, auto_approve=True, sandbox_user=account)
     assert conn.state == "connected"
+
+
+@dataclass
+class SlotEnv:
+    """A platform sandbox (real clock) plugged into the module's server, its control client and
+    client resources pointed at it (closed after the test)."""
+
+    platform: str
+    state: Any
+    url: str
+    control: httpx.Client
+    app_db: AppDatabaseResource
+    account_field: str
+    made: list[DailyActivityClient] = field(default_factory=list)
+
+    def resource(self, **overrides: Any) -> Any:
+        """The platform's client resource on the sandbox (its default app credentials)."""
+        fields: dict[str, Any] = {
+            "app_db": self.app_db,
+            "client_id": self.state.config.client_id,
+            "client_secret": self.state.config.client_secret,
+            "base_url": self.url,
+            "oauth_base_url": self.url,
+            "timeout_seconds": 5.0,
+            "connect_timeout_seconds": 2.0,
+            **overrides,
+        }
+        client: DailyActivityClient = type(SOURCES[self.platform].resource(self.app_db, _ids))(
+            **fields
+        )
+        self.made.append(client)
+        return client
+
+    def account(self, time_zone: str, history_days: int = 120) -> str:
+        """A new sandbox account with history; returns its id (login, channel id, ...)."""
+        body = {"history_days": history_days, "time_zone": time_zone}
+        response = self.control.post("/_sandbox/accounts", json=body).json()
+        return str(response[self.account_field])
+
+    def stats(self) -> dict[str, Any]:
+        """The sandbox's counters."""
+        result: dict[str, Any] = self.control.get("/_sandbox/stats").json()
+        return result
+
+    def requests(self, endpoint: str) -> int:
+        """Requests the sandbox answered on one endpoint."""
+        return int(self.stats()["requests_by_endpoint"].get(endpoint, 0))
+
+
+def slot_env_fixtures(platform: str, account_field: str) -> tuple[Any, Any, Any]:
+    """The `served`, `make_env` and `env` fixtures of a platform's test module: one server for
+    the module, a fresh sandbox (config overrides) and app database per test."""
+    package, config_name, state_name = SANDBOXES[platform]
+    module = importlib.import_module(package)
+
+    @pytest.fixture(scope="module", name="served")
+    def served() -> Iterator[SlotServer]:
+        with SlotServer() as running:
+            yield running
+
+    @pytest.fixture(name="make_env")
+    def make_env(served: SlotServer, db_url: str) -> Iterator[Callable[..., SlotEnv]]:
+        opened: list[SlotEnv] = []
+
+        def factory(**config: Any) -> SlotEnv:
+            config.setdefault("accounts", 0)
+            state = getattr(module, state_name)(getattr(module, config_name)(**config))
+            env = SlotEnv(
+                platform,
+                state,
+                served.server.url,
+                served.plug(module.create_app(state)),
+                AppDatabaseResource(url=db_url, token_key=generate_key()),
+                account_field,
+            )
+            opened.append(env)
+            return env
+
+        yield factory
+        for env in opened:
+            for client in env.made:
+                client.close()
+        served.unplug()
+
+    @pytest.fixture(name="env")
+    def env(make_env: Callable[..., SlotEnv]) -> SlotEnv:
+        return make_env()
+
+    return served, make_env, env

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import httpx
 import pytest
 from sqlalchemy import select
 
-from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.daily import sync_daily
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import DailyActivity, PlatformConnection
-from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY
 from sync_pipeline.defs.youtube.resources import YouTubeResource
 from sync_pipeline.defs.youtube.source import youtube_defs
-from sync_pipeline.sandbox.server import AppSlot, SandboxServer
-from sync_pipeline.sandbox.youtube import YouTubeSandboxConfig, YouTubeSandboxState, create_app
+from sync_pipeline.sandbox.youtube import YouTubeSandboxConfig
+from sync_pipeline_tests.platforms import SlotEnv, slot_env_fixtures
 
 PLATFORM = "youtube"
 CLIENT_ID = YouTubeSandboxConfig.client_id
@@ -36,89 +32,9 @@ ITEMS = "GET /youtube/v3/playlistItems"
 CHANNELS = "GET /youtube/v3/channels"
 
 
-@dataclass
-class Env:
-    """A YouTube sandbox (real clock), its control client and resources pointed at it."""
-
-    state: YouTubeSandboxState
-    url: str
-    control: httpx.Client
-    app_db: AppDatabaseResource
-    made: list[YouTubeResource] = field(default_factory=list)
-
-    def resource(self, **overrides: Any) -> YouTubeResource:
-        """A YouTubeResource on the sandbox (closed after the test)."""
-        fields: dict[str, Any] = {
-            "app_db": self.app_db,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "base_url": self.url,
-            "oauth_base_url": self.url,
-            "timeout_seconds": 5.0,
-            "connect_timeout_seconds": 2.0,
-            **overrides,
-        }
-        client = YouTubeResource(**fields)
-        self.made.append(client)
-        return client
-
-    def account(self, time_zone: str, history_days: int = 120) -> str:
-        """A new sandbox account (channel) with uploads; returns its channel id."""
-        body = {"history_days": history_days, "time_zone": time_zone}
-        return str(self.control.post("/_sandbox/accounts", json=body).json()["channel_id"])
-
-    def stats(self) -> dict[str, Any]:
-        """The sandbox's counters."""
-        result: dict[str, Any] = self.control.get("/_sandbox/stats").json()
-        return result
-
-    def requests(self, endpoint: str) -> int:
-        """Requests the sandbox answered on one endpoint."""
-        return int(self.stats()["requests_by_endpoint"].get(endpoint, 0))
-
-
+Env = SlotEnv
 EnvFactory = Callable[..., Env]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[SandboxServer, AppSlot]]:
-    """One real uvicorn server on a free loopback port for the module."""
-    slot = AppSlot()
-    with SandboxServer(slot) as running:
-        yield running, slot
-
-
-@pytest.fixture
-def make_env(server: tuple[SandboxServer, AppSlot], db_url: str) -> Iterator[EnvFactory]:
-    """Factory of the test's sandbox (config overrides) with a fresh app database."""
-    running, slot = server
-    opened: list[Env] = []
-
-    def factory(**config: Any) -> Env:
-        config.setdefault("accounts", 0)
-        state = YouTubeSandboxState(YouTubeSandboxConfig(**config))
-        slot.app = create_app(state)
-        env = Env(
-            state,
-            running.url,
-            httpx.Client(base_url=running.url, timeout=10.0),
-            AppDatabaseResource(url=db_url, token_key=generate_key()),
-        )
-        opened.append(env)
-        return env
-
-    yield factory
-    for env in opened:
-        for client in env.made:
-            client.close()
-        env.control.close()
-    slot.app = None
-
-
-@pytest.fixture
-def env(make_env: EnvFactory) -> Env:
-    """The sandbox with Google's default quota."""
-    return make_env()
+served, make_env, env = slot_env_fixtures("youtube", "channel_id")
 
 
 def join(client: YouTubeResource, user_id: str, time_zone: str, channel_id: str) -> None:
