@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.daily import DailyActivityClient
+from sync_pipeline.core.db import transaction
+from sync_pipeline.core.models import DailyActivity
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
 from sync_pipeline.defs.users.accounts import add_user, connect
@@ -189,3 +194,26 @@ def slot_env_fixtures(platform: str, account_field: str) -> tuple[Any, Any, Any]
         return make_env()
 
     return served, make_env, env
+
+
+def stored_days(db_url: str, user_id: str, platform: str) -> dict[dt.date, int]:
+    """A user's stored daily counts on one platform."""
+    with transaction(db_url) as s:
+        found = s.execute(
+            select(DailyActivity.day, DailyActivity.count).where(
+                DailyActivity.user_id == user_id, DailyActivity.platform == platform
+            )
+        ).all()
+    return {day: count for day, count in found}
+
+
+def sandbox_days(state: Any, account: str, tz: str, days: list[dt.date]) -> dict[dt.date, int]:
+    """The sandbox's exact items per local day of `tz`, zero-filled over `days`."""
+    counts = state.daily_counts(account, tz)
+    return {day: counts.get(day.isoformat(), 0) for day in days}
+
+
+def first_sync_days(tz: str) -> list[dt.date]:
+    """The 90 local days (of `tz`) a first sync covers, up to today."""
+    end = dt.datetime.now(ZoneInfo(tz)).date()
+    return [end - dt.timedelta(days=i) for i in range(89, -1, -1)]

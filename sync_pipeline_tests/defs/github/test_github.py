@@ -9,11 +9,10 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
 
 from sync_pipeline.core.daily import sync_daily
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.models import DailyActivity, PlatformConnection
+from sync_pipeline.core.models import PlatformConnection
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.github.resources import GitHubResource
@@ -21,7 +20,7 @@ from sync_pipeline.defs.github.source import github_defs
 from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY
 from sync_pipeline.sandbox.github import GitHubSandboxConfig
-from sync_pipeline_tests.platforms import SlotEnv, slot_env_fixtures
+from sync_pipeline_tests.platforms import SlotEnv, slot_env_fixtures, stored_days
 
 PLATFORM = "github"
 CLIENT_ID = GitHubSandboxConfig.client_id
@@ -42,14 +41,8 @@ def join(client: GitHubResource, user_id: str, time_zone: str, login: str) -> No
 
 
 def rows(db_url: str, user_id: str) -> dict[dt.date, int]:
-    """Stored daily rows of one user on GitHub."""
-    with transaction(db_url) as s:
-        found = s.execute(
-            select(DailyActivity.day, DailyActivity.count).where(
-                DailyActivity.user_id == user_id, DailyActivity.platform == PLATFORM
-            )
-        )
-        return {day: count for day, count in found}
+    """Stored daily rows of one user on this platform."""
+    return stored_days(db_url, user_id, PLATFORM)
 
 
 def window(now: dt.datetime, days: int) -> list[dt.date]:

@@ -12,19 +12,26 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import httpx
 import pytest
-from sqlalchemy import select
 
 from sync_pipeline.core.daily import DailyActivityClient, account_for, local_day_bounds, sync_daily
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.http import CallStats
-from sync_pipeline.core.models import DailyActivity, PlatformConnection
+from sync_pipeline.core.models import PlatformConnection
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.users.accounts import disconnect
 from sync_pipeline.defs.users.scores import CONSISTENCY, CONSISTENCY_PUBLIC
 from sync_pipeline.defs.x.resources import XResource
 from sync_pipeline.defs.x.source import x_defs
-from sync_pipeline_tests.platforms import CLIENT_ID, CLIENT_SECRET, Box, join
+from sync_pipeline_tests.platforms import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    Box,
+    first_sync_days,
+    join,
+    sandbox_days,
+    stored_days,
+)
 
 TIMELINE = "GET /2/users/:id/tweets"
 WINDOW = 900
@@ -54,31 +61,23 @@ def sync(x: XResource, user_id: str) -> SyncOutcome:
 
 
 def rows(db_url: str, user_id: str) -> dict[dt.date, int]:
-    """The user's stored X days."""
-    with transaction(db_url) as s:
-        found = s.execute(
-            select(DailyActivity.day, DailyActivity.count).where(
-                DailyActivity.user_id == user_id, DailyActivity.platform == "x"
-            )
-        ).all()
-    return {day: count for day, count in found}
+    """The user's stored days on this platform."""
+    return stored_days(db_url, user_id, "x")
 
 
 def truth(box: Box, account: str, tz: str, days: list[dt.date]) -> dict[dt.date, int]:
-    """The sandbox's exact posts per local day of `tz`, zero-filled over `days`."""
-    counts = box.state.daily_counts(account, tz)
-    return {day: counts.get(day.isoformat(), 0) for day in days}
+    """The sandbox's exact items per local day of `tz`, zero-filled over `days`."""
+    return sandbox_days(box.state, account, tz, days)
 
 
 def today(tz: str) -> dt.date:
     """The local date now."""
-    return dt.datetime.now(ZoneInfo(tz)).date()
+    return first_sync_days(tz)[-1]
 
 
 def backfill_days(tz: str) -> list[dt.date]:
     """The 90 local days a first sync covers."""
-    end = today(tz)
-    return [end - dt.timedelta(days=i) for i in range(89, -1, -1)]
+    return first_sync_days(tz)
 
 
 @pytest.mark.parametrize("page_size", [100, 9])

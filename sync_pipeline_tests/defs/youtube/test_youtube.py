@@ -10,11 +10,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
 
 from sync_pipeline.core.daily import sync_daily
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.models import DailyActivity, PlatformConnection
+from sync_pipeline.core.models import PlatformConnection
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.core.tokens import TokenSet
 from sync_pipeline.defs.users.accounts import add_user, connect, disconnect
@@ -22,7 +21,7 @@ from sync_pipeline.defs.users.scores import CONSISTENCY
 from sync_pipeline.defs.youtube.resources import YouTubeResource
 from sync_pipeline.defs.youtube.source import youtube_defs
 from sync_pipeline.sandbox.youtube import YouTubeSandboxConfig
-from sync_pipeline_tests.platforms import SlotEnv, slot_env_fixtures
+from sync_pipeline_tests.platforms import SlotEnv, slot_env_fixtures, stored_days
 
 PLATFORM = "youtube"
 CLIENT_ID = YouTubeSandboxConfig.client_id
@@ -46,14 +45,8 @@ def join(client: YouTubeResource, user_id: str, time_zone: str, channel_id: str)
 
 
 def rows(db_url: str, user_id: str) -> dict[dt.date, int]:
-    """Stored daily rows of one user on YouTube."""
-    with transaction(db_url) as s:
-        found = s.execute(
-            select(DailyActivity.day, DailyActivity.count).where(
-                DailyActivity.user_id == user_id, DailyActivity.platform == PLATFORM
-            )
-        )
-        return {day: count for day, count in found}
+    """Stored daily rows of one user on this platform."""
+    return stored_days(db_url, user_id, PLATFORM)
 
 
 def window(now: dt.datetime, time_zone: str, days: int) -> list[dt.date]:
