@@ -248,8 +248,10 @@ def test_near_limit_is_waited_out_inline(make_env: EnvFactory, kind: str) -> Non
 
     outcome = sync(client, "barbara")
 
-    assert outcome.status == "succeeded", outcome.error
-    assert 0 < outcome.stats.rate_wait_seconds <= 5
+    assert outcome.status == "succeeded", outcome.error  # waited inline, not parked
+    # At most one window (4 s) plus the secondary limit's Retry-After; 0 when the window
+    # had already reset by the time the answer was read (a loaded machine).
+    assert 0 <= outcome.stats.rate_wait_seconds <= 5
     assert rows(client.app_db.url, "barbara")
     assert env.requests("POST /graphql") == 2
 

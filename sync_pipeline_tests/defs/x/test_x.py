@@ -290,8 +290,10 @@ def test_limit_near_reset_waits_inline(
 
     outcome = sync(x, "ana")
 
-    assert outcome.status == "succeeded", outcome.error
-    assert 0 < outcome.stats.rate_wait_seconds <= 3.5
+    assert outcome.status == "succeeded", outcome.error  # waited inline, not parked
+    # The wait is what was left of the window when the 429 came: at most one window (3 s),
+    # 0 when the window had already reset by the time the answer was read.
+    assert 0 <= outcome.stats.rate_wait_seconds <= 3.5
     assert box.stats()["responses_by_status"]["429"] == 1
     assert rows(x.app_db.url, "ana") == truth(box, account, "UTC", backfill_days("UTC"))
 
