@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -175,41 +176,67 @@ def dead_letter_rows(states: list[SyncState]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class ItemDeadLetters:
+    """Dead letters below the partition: items a sync records and retries on its own (e.g.
+    Promidata's families and images), listed and redriven one by one with the partitions'."""
+
+    #: (app DB URL) -> rows with `dead_letter_rows`' fields plus `stage`, `kind`, `item` and
+    #: `key` (what `sync-pipeline dead-letters redrive --key` takes), newest first.
+    rows: Callable[[str], list[dict[str, Any]]]
+    #: (app DB URL, key) -> the partition whose next sync retries the item, or None when the
+    #: key names no dead letter.
+    redrive: Callable[[str, str], str | None]
+
+
 def dead_letter_check(
-    asset_key: dg.AssetKey, check_name: str, states: list[SyncState]
+    asset_key: dg.AssetKey,
+    check_name: str,
+    states: list[SyncState],
+    items: Sequence[dict[str, Any]] = (),
 ) -> dg.AssetCheckEvaluation:
-    """Fails while dead letters exist, listing them (first 50) in its metadata."""
-    rows = dead_letter_rows(states)
-    reasons = {st.partition_key: reason_summary(st.last_error, 200) for st in states}
+    """Fails while dead letters exist (partitions, and `items` below them: `ItemDeadLetters`
+    rows), listing them, newest first (first 50), in its metadata."""
+    entries = [
+        (row["partition"], row, reason_summary(st.last_error, 200))
+        for st, row in zip(states, dead_letter_rows(states), strict=True)
+    ] + [(row["key"], row, reason_summary(row["message"], 200)) for row in items]
+    if items:
+        entries.sort(key=lambda e: str(e[1]["last_failure_at"] or ""), reverse=True)
     table = "\n".join(
-        f"| {r['partition']} | {r['error_class']} | {r['attempts']} | {r['last_failure_at']} "
-        f"| {reasons[r['partition']].replace('|', '/')} | "
+        f"| {name} | {r['error_class']} | {r['attempts']} | {r['last_failure_at']} "
+        f"| {reason.replace('|', '/')} | "
         + (f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "-")
         + " |"
-        for r in rows[:50]
+        for name, r, reason in entries[:50]
     )
-    metadata: dict[str, Any] = {"dead_letters": len(rows)}
-    if rows:  # the newest first: what a person reads without opening the table
-        newest = rows[0]
-        metadata["newest_partition"] = newest["partition"]
-        metadata["newest_error_class"] = newest["error_class"] or "-"
-        metadata["newest_reason"] = reasons[newest["partition"]]
+    metadata: dict[str, Any] = {"dead_letters": len(entries)}
+    if items:
+        metadata["dead_partitions"], metadata["dead_items"] = len(states), len(items)
+        for kind in sorted({str(r["kind"]) for r in items}):  # dead_family, dead_image, ...
+            metadata[f"dead_{kind}"] = sum(1 for r in items if r["kind"] == kind)
+    newest = entries[0] if entries else None
+    if newest is not None:  # what a person reads without opening the table
+        metadata["newest_partition"] = newest[0]
+        metadata["newest_error_class"] = newest[1]["error_class"] or "-"
+        metadata["newest_reason"] = newest[2]
     metadata["list"] = dg.MetadataValue.md(
         "| partition | error | attempts | last failure | reason | run |\n"
         "|---|---|---|---|---|---|\n" + table
-        if rows
+        if entries
         else "none"
     )
+    what = f"{len(states)} partition(s)" + (f" and {len(items)} item(s)" if items else "")
     return dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=check_name,
-        passed=not rows,
+        passed=not entries,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
         description=(
-            f"{len(rows)} partition(s) failed for good, newest {rows[0]['partition']}: "
-            f"{reasons[rows[0]['partition']]}. Redrive with `sync-pipeline dead-letters redrive`."
-            if rows
+            f"{what} failed for good, newest {newest[0]}: {newest[2]}. "
+            "Redrive with `sync-pipeline dead-letters redrive`."
+            if newest is not None
             else None
         ),
     )

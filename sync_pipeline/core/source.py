@@ -35,7 +35,7 @@ from sync_pipeline.core.dagster_events import (
     run_requested_at,
     single_partition_events,
 )
-from sync_pipeline.core.health import dead_letter_check
+from sync_pipeline.core.health import ItemDeadLetters, dead_letter_check
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.settings import Env
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
@@ -142,6 +142,9 @@ class SyncSource:
     #: Sync many partitions at once (one batched API call); sweeps use it instead of `sync`
     #: per partition. Each outcome is still its own partition's.
     sync_many: Callable[[Any, list[str], RunContext, Any], list[SyncOutcome]] | None = None
+    #: Dead letters below the partition (items the sync retries on its own, e.g. Promidata's
+    #: families and images): listed, checked and redriven with the partitions' dead letters.
+    item_dead_letters: ItemDeadLetters | None = None
 
     @property
     def asset_key(self) -> dg.AssetKey:
@@ -199,6 +202,10 @@ class SyncSource:
             config.update(shard=shard, shards=shards)
         self.options(**self._options(full, extra))
         return {"ops": {self.sweep_op_name: {"config": config}}}
+
+    def dead_items(self, db_url: str) -> list[dict[str, Any]]:
+        """Rows of the dead items below the partitions (none for most sources)."""
+        return self.item_dead_letters.rows(db_url) if self.item_dead_letters else []
 
     def client(self, resources: Any) -> Any:
         """This source's client resource from a context's resources, its database checked."""
@@ -537,8 +544,12 @@ def source_defs(source: SyncSource) -> SourceDefs:
     )
     def _no_dead_letters(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         client = source.client(context.resources)
+        db = client.app_db
         evaluation = dead_letter_check(
-            source.asset_key, DEAD_LETTER_CHECK, client.app_db.checkpoints(name).dead_letters()
+            source.asset_key,
+            DEAD_LETTER_CHECK,
+            db.checkpoints(name).dead_letters(),
+            source.dead_items(db.url),
         )
         return dg.AssetCheckResult(
             passed=evaluation.passed,

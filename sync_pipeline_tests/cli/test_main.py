@@ -1016,8 +1016,12 @@ def test_dead_letters_list(cli_env: CliEnv) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "output"),
     [
-        ([], 2, "Error: Give exactly one of --partition P or --all."),
-        (["--partition", "1001", "--all"], 2, "Error: Give exactly one of --partition P or --all."),
+        ([], 2, "Error: Give exactly one of --partition P, --key K or --all."),
+        (
+            ["--partition", "1001", "--all"],
+            2,
+            "Error: Give exactly one of --partition P, --key K or --all.",
+        ),
         (
             ["--source", "myspace", "--all"],
             2,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sync_pipeline.core import priorities
 from sync_pipeline.sandbox.promidata import (
     PromidataSandboxConfig,
     PromidataSandboxState,
@@ -15,6 +16,7 @@ from sync_pipeline.sandbox.promidata import (
 )
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline_tests.cli.conftest import CliEnv, error_of, invoke
+from sync_pipeline_tests.cli.test_main import runs
 
 
 @pytest.fixture
@@ -137,3 +139,56 @@ def test_sandbox_command_serves_until_sigterm(cli_env: CliEnv) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
         assert code == 0 and time.monotonic() - started < 30
+
+
+def test_dead_families_and_images_are_dead_letters_redriven_one_by_one(
+    promidata_env: PromidataSandboxState, cli_env: CliEnv, launchable: Path
+) -> None:
+    invoke("suppliers", "add", "B7")
+    sku = "B7-100000"
+    promidata_env.poison_family("B7", sku, "missing_field")
+    sha = sorted(promidata_env.expected("B7")["images"])[0]
+    promidata_env.faults.inject("not_image", path_contains=sha)
+    out = json.loads(invoke("sync", "promidata", "--supplier", "B7", "--direct").stdout)
+    assert out["results"][0]["errors"] == 2
+
+    rows = json.loads(invoke("dead-letters", "list", "--source", "promidata", "--json").stdout)
+    by_key = {r["key"]: r for r in rows}
+    family, image = f"B7/family/{sku}", f"B7/image/{sha}"
+    assert set(by_key) == {family, image}
+    assert {k: by_key[family][k] for k in ("source", "partition", "stage", "item")} == {
+        "source": "promidata",
+        "partition": "B7",
+        "stage": "products",
+        "item": sku,
+    }
+    assert (by_key[family]["error_class"], by_key[family]["attempts"]) == ("bad_data", 1)
+    assert (by_key[image]["stage"], by_key[image]["error_class"]) == ("images", "bad_image")
+    assert by_key[image]["last_failure_at"] and by_key[image]["run_id"] is None
+    text = invoke("dead-letters", "list").stdout
+    assert f"promidata/B7 products family {sku}: bad_data after 1 attempt(s), last " in text
+    assert f"promidata/B7 images image {sha}: bad_image after 1 attempt(s), last " in text
+
+    unknown = invoke(
+        "dead-letters", "redrive", "--source", "promidata", "--key", "B7/family/NOPE", exit_code=1
+    )
+    assert "B7/family/NOPE not a dead letter" in error_of(unknown)
+    assert runs(cli_env.dagster_home) == []
+
+    out_text = invoke("dead-letters", "redrive", "--source", "promidata", "--key", family).stdout
+    assert out_text.endswith(f"redriving 1 dead item(s): {family}\n")
+    [run] = runs(cli_env.dagster_home)
+    assert (run.job_name, run.tags["dagster/partition"]) == ("promidata_supplier_sync", "B7")
+    assert run.tags[priorities.TRIGGER_TAG] == "redrive"
+    # Only the redriven family left the dead letters; the supplier's next sync retries it.
+    left = json.loads(invoke("dead-letters", "list", "--source", "promidata", "--json").stdout)
+    assert [r["key"] for r in left] == [image]
+    promidata_env.reset_stats()
+    again = json.loads(invoke("sync", "promidata", "--supplier", "B7", "--direct").stdout)
+    # The redriven family is fetched again (and fails again: still poisoned); the dead image
+    # is left alone until it is redriven too.
+    assert again["results"][0]["errors"] == 1
+    stats = promidata_env.stats()
+    assert stats["product:B7"] == 1 and "image:B7" not in stats
+    back = json.loads(invoke("dead-letters", "list", "--source", "promidata", "--json").stdout)
+    assert sorted(r["key"] for r in back) == sorted([family, image])

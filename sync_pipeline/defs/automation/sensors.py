@@ -127,7 +127,10 @@ def health_sensor(
             cursors.get(name),
             dg.AssetObservation(asset_key=s.queue_key, metadata=health.metadata()),
             dead_letter_check(
-                s.asset_key, DEAD_LETTER_CHECK, Checkpoints(db_url, name).dead_letters()
+                s.asset_key,
+                DEAD_LETTER_CHECK,
+                Checkpoints(db_url, name).dead_letters(),
+                s.dead_items(db_url),
             ),
         )
         if isinstance(result, dg.SensorResult):

@@ -1,4 +1,4 @@
-"""Promidata's later stages as assets: products and images after the catalog, and a check.
+"""Promidata's later stages as assets: products and images after the catalog.
 
 The catalog stage is the main asset of the source declaration (`source.py`), whose
 single-partition job `promidata_supplier_sync` runs these after it, each its own step in its
@@ -24,7 +24,6 @@ from sync_pipeline.defs.promidata.storage import PromidataImageStorage
 from sync_pipeline.defs.promidata.sync import (
     Limits,
     ProgressFn,
-    failures,
     sync_images,
     sync_products,
 )
@@ -129,23 +128,3 @@ def promidata_images(
         on_progress=progress_logger(context),
     )
     yield from stage_events(context, outcome)
-
-
-@dg.asset_check(
-    asset=promidata_products, description="Fails while families or images are dead letters."
-)
-def promidata_no_dead_letters(promidata: PromidataResource) -> dg.AssetCheckResult:
-    """Dead family/image failures (bad data, retries exhausted) waiting for a redrive."""
-    dead = failures(promidata.app_db.url, dead_only=True)
-    by_kind: dict[str, int] = {}
-    for f in dead:
-        by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
-    return dg.AssetCheckResult(
-        passed=not dead,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "dead_letters": len(dead),
-            **{f"dead_{k}s": v for k, v in sorted(by_kind.items())},
-            "latest": [f"{f.supplier}/{f.kind}/{f.item}: {f.reason[:200]}" for f in dead[:5]],
-        },
-    )

@@ -3,12 +3,18 @@ the products and images stages run after it in the same single-partition job."""
 
 from typing import Any
 
+from sync_pipeline.core.health import ItemDeadLetters
 from sync_pipeline.core.source import PartitionSet, SyncSource, source_defs
 from sync_pipeline.core.sync_runner import RunContext, SyncOutcome
 from sync_pipeline.defs.promidata.assets import promidata_images, promidata_products
 from sync_pipeline.defs.promidata.partitions import promidata_suppliers
 from sync_pipeline.defs.promidata.resources import PromidataResource, promidata_resource
-from sync_pipeline.defs.promidata.sync import list_suppliers, sync_catalog
+from sync_pipeline.defs.promidata.sync import (
+    dead_letter_rows,
+    list_suppliers,
+    redrive_dead_letter,
+    sync_catalog,
+)
 
 
 def configured(db_url: str) -> list[str]:
@@ -39,6 +45,8 @@ PROMIDATA = SyncSource(
     queue_description="Promidata supplier runs: queued, running, failed, dead letters.",
     pool="promidata_catalog",
     downstream=(promidata_products, promidata_images),
+    # Dead families, images and Import.txt lines, next to dead supplier catalog syncs.
+    item_dead_letters=ItemDeadLetters(rows=dead_letter_rows, redrive=redrive_dead_letter),
 )
 promidata_defs = source_defs(PROMIDATA)
 defs = promidata_defs.definitions()

@@ -65,6 +65,8 @@ STAGES = ("catalog", "products", "images")
 #: Sync-state namespaces of the stages: the catalog is the source's main asset ("promidata",
 #: covered by the shared retry, health and dead-letter machinery), the later stages own theirs.
 SOURCES = {"catalog": "promidata", "products": "promidata_products", "images": "promidata_images"}
+#: The stage that records a failed item, by the item's kind.
+STAGE_OF_KIND = {"line": "catalog", "family": "products", "image": "images"}
 LEASE_TTL = dt.timedelta(minutes=10)
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -274,14 +276,64 @@ def failures(db_url: str, supplier: str | None = None, dead_only: bool = False) 
 
 
 def redrive(db_url: str, supplier: str, kind: str | None = None, item: str | None = None) -> int:
-    """Make failed items eligible again (the next run retries them); how many."""
+    """Make failed items eligible again (the next run retries them); how many.
+
+    A bad Import.txt line is found again only by reading the file in full: redriving one
+    forgets the supplier's ETag, so its next catalog stage reads Import.txt unconditionally.
+    """
+    matches = [PromidataFailure.supplier == supplier]
+    if kind:
+        matches.append(PromidataFailure.kind == kind)
+    if item:
+        matches.append(PromidataFailure.item == item)
     with transaction(db_url) as s:
-        q = delete(PromidataFailure).where(PromidataFailure.supplier == supplier)
-        if kind:
-            q = q.where(PromidataFailure.kind == kind)
-        if item:
-            q = q.where(PromidataFailure.item == item)
-        return int(s.execute(q).rowcount or 0)  # type: ignore[attr-defined]
+        if s.scalar(select(func.count()).where(*matches, PromidataFailure.kind == "line")):
+            s.execute(
+                update(PromidataSupplier)
+                .where(PromidataSupplier.code == supplier)
+                .values(import_etag=None)
+            )
+        return int(s.execute(delete(PromidataFailure).where(*matches)).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def dead_letter_key(supplier: str, kind: str, item: str) -> str:
+    """A dead item's key in `sync-pipeline dead-letters`: `SUPPLIER/KIND/ITEM`."""
+    return f"{supplier}/{kind}/{item}"
+
+
+def dead_letter_rows(db_url: str) -> list[dict[str, Any]]:
+    """Dead families, images and Import.txt lines as dead-letter rows, newest first: the
+    partition rows' fields (`core.health.dead_letter_rows`) plus stage, kind, item and key."""
+    return [
+        {
+            "source": SOURCES["catalog"],
+            "partition": f.supplier,
+            "stage": STAGE_OF_KIND.get(f.kind, f.kind),
+            "kind": f.kind,
+            "item": f.item,
+            "key": dead_letter_key(f.supplier, f.kind, f.item),
+            "error_class": f.error_class,
+            "message": (f.reason or "")[:300],
+            "attempts": f.attempts,
+            "first_failure_at": f.first_failed_at.isoformat() if f.first_failed_at else None,
+            "last_failure_at": f.last_failed_at.isoformat() if f.last_failed_at else None,
+            "run_id": f.run_id,
+        }
+        for f in failures(db_url, dead_only=True)
+    ]
+
+
+def redrive_dead_letter(db_url: str, key: str) -> str | None:
+    """Redrive one dead item by its key (`dead_letter_key`); the supplier whose next sync
+    retries it, or None when no such dead letter exists."""
+    supplier, _, rest = key.partition("/")
+    kind, _, item = rest.partition("/")
+    with transaction(db_url) as s:
+        row = s.get(PromidataFailure, (supplier, kind, item))
+        dead = row is not None and row.dead
+    if not dead or not redrive(db_url, supplier, kind, item):
+        return None
+    return supplier
 
 
 def _dead_versions(db_url: str, supplier: str, kind: str) -> dict[str, str | None]:

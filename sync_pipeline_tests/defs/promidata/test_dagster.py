@@ -10,11 +10,7 @@ import pytest
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.automation.sensors import partitions_sensor
-from sync_pipeline.defs.promidata.assets import (
-    promidata_images,
-    promidata_no_dead_letters,
-    promidata_products,
-)
+from sync_pipeline.defs.promidata.assets import promidata_images, promidata_products
 from sync_pipeline.defs.promidata.sensors import promidata_import_sensor, promidata_nightly
 from sync_pipeline.defs.promidata.source import PROMIDATA, promidata_defs
 from sync_pipeline.defs.promidata.sync import add_supplier, remove_supplier
@@ -94,20 +90,41 @@ def test_the_declaration_builds_the_single_supplier_job() -> None:
     }
 
 
-def test_a_dead_family_fails_the_check(promidata: Promidata, instance: dg.DagsterInstance) -> None:
+def test_dead_families_and_images_fail_the_dead_letter_check(
+    promidata: Promidata, instance: dg.DagsterInstance
+) -> None:
     sku = sorted(promidata.expected("D170")["families"])[0]
     promidata.control(f"/suppliers/D170/families/{sku}/poison", {"kind": "missing_field"})
+    sha = sorted(promidata.expected("D170")["images"])[-1]
+    promidata.fault("not_image", sha)
     result = dg.materialize(
-        [*ASSETS, promidata_no_dead_letters],
+        ASSETS, resources=resources(promidata), partition_key="D170", instance=instance
+    )
+    assert result.success  # one bad family or image does not fail the supplier
+    assert metadata(result, "promidata_products")["families_failed"] == 1
+    assert metadata(result, "promidata_images")["images_failed"] == 1
+    # The check as health_sensor and the UI evaluate it: after the stages.
+    checked = dg.materialize(
+        [*ASSETS, promidata_defs.check],
+        selection=dg.AssetSelection.checks(promidata_defs.check),
         resources=resources(promidata),
-        partition_key="D170",
         instance=instance,
     )
-    assert result.success  # one bad family does not fail the supplier
-    assert metadata(result, "promidata_products")["families_failed"] == 1
-    [check] = result.get_asset_check_evaluations()
+    [check] = checked.get_asset_check_evaluations()
+    assert (check.asset_key, check.check_name) == (PROMIDATA.asset_key, "no_dead_letters")
     assert not check.passed
-    assert check.metadata["dead_letters"].value == 1
+    md = {k: getattr(v, "value", v) for k, v in check.metadata.items()}
+    assert {k: md[k] for k in md if k.startswith("dead_")} == {
+        "dead_letters": 2,
+        "dead_partitions": 0,
+        "dead_items": 2,
+        "dead_family": 1,
+        "dead_image": 1,
+    }
+    table = str(md["list"])
+    assert f"| D170/family/{sku} | bad_data | 1 |" in table
+    assert f"| D170/image/{sha} | bad_image | 1 |" in table
+    assert (check.description or "").startswith("0 partition(s) and 2 item(s) failed for good")
 
 
 def test_partitions_sensor_keeps_supplier_partitions_equal_to_configured(
