@@ -14,6 +14,7 @@ from sync_pipeline.cli.dead_letters import dead_letters
 from sync_pipeline.cli.dev import dev
 from sync_pipeline.cli.init import init, keygen
 from sync_pipeline.cli.outreach import campaigns, outreach, prospects
+from sync_pipeline.cli.runs import runs
 from sync_pipeline.cli.sandbox import sandbox
 from sync_pipeline.cli.status import status
 from sync_pipeline.cli.suppliers import suppliers, sync_promidata
@@ -43,6 +44,7 @@ for command in (
     status,
     suppliers,
     dead_letters,
+    runs,
     cleanup,
     users,
     webhooks,

@@ -145,6 +145,9 @@ class SyncSource:
     #: Dead letters below the partition (items the sync retries on its own, e.g. Promidata's
     #: families and images): listed, checked and redriven with the partitions' dead letters.
     item_dead_letters: ItemDeadLetters | None = None
+    #: (app DB URL, run id) -> the progress rows a run wrote, for `sync-pipeline runs show`
+    #: (each with partition, stage, state, step, done, total, percent).
+    run_progress: Callable[[str, str], list[dict[str, Any]]] | None = None
 
     @property
     def asset_key(self) -> dg.AssetKey:
@@ -206,6 +209,10 @@ class SyncSource:
     def dead_items(self, db_url: str) -> list[dict[str, Any]]:
         """Rows of the dead items below the partitions (none for most sources)."""
         return self.item_dead_letters.rows(db_url) if self.item_dead_letters else []
+
+    def progress_of(self, db_url: str, run_id: str) -> list[dict[str, Any]]:
+        """Progress rows a run of this source wrote (none for most sources)."""
+        return self.run_progress(db_url, run_id) if self.run_progress else []
 
     def client(self, resources: Any) -> Any:
         """This source's client resource from a context's resources, its database checked."""

@@ -22,6 +22,12 @@ from sync_pipeline.cli.main import cli
 from sync_pipeline.core import db
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.settings import PLATFORM_PORTS
+from sync_pipeline.sandbox.promidata import (
+    PromidataSandboxConfig,
+    PromidataSandboxState,
+    create_app,
+)
+from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 from sync_pipeline_tests.platforms import CLIENT_ID as PLATFORM_CLIENT_ID
 from sync_pipeline_tests.platforms import CLIENT_SECRET as PLATFORM_CLIENT_SECRET
@@ -230,3 +236,15 @@ def project_sandboxes(cwd: Path, *, platforms: bool) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def promidata_env(
+    cli_env: CliEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PromidataSandboxState]:
+    """The Promidata sandbox; PROMIDATA_* point at it and at a temporary image directory."""
+    state = PromidataSandboxState(PromidataSandboxConfig(suppliers={"A23": 4, "B7": 2}))
+    with SandboxServer(create_app(state)) as server:
+        monkeypatch.setenv("PROMIDATA_BASE_URL", server.url)
+        monkeypatch.setenv("PROMIDATA_IMAGES_DIR", str(tmp_path / "images"))
+        yield state

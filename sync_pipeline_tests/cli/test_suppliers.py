@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sync_pipeline.core import priorities
-from sync_pipeline.sandbox.promidata import (
-    PromidataSandboxConfig,
-    PromidataSandboxState,
-    create_app,
-)
-from sync_pipeline.sandbox.server import SandboxServer
+from sync_pipeline.sandbox.promidata import PromidataSandboxState
 from sync_pipeline_tests.cli.conftest import CliEnv, error_of, invoke
 from sync_pipeline_tests.cli.test_main import runs
-
-
-@pytest.fixture
-def promidata_env(
-    cli_env: CliEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[PromidataSandboxState]:
-    """The Promidata sandbox; PROMIDATA_* point at it and at a temporary image directory."""
-    state = PromidataSandboxState(PromidataSandboxConfig(suppliers={"A23": 4, "B7": 2}))
-    with SandboxServer(create_app(state)) as server:
-        monkeypatch.setenv("PROMIDATA_BASE_URL", server.url)
-        monkeypatch.setenv("PROMIDATA_IMAGES_DIR", str(tmp_path / "images"))
-        yield state
 
 
 def test_suppliers_add_list_remove(cli_env: CliEnv) -> None:

@@ -13,6 +13,7 @@ from sync_pipeline.defs.promidata.sync import (
     dead_letter_rows,
     list_suppliers,
     redrive_dead_letter,
+    run_progress,
     sync_catalog,
 )
 
@@ -47,6 +48,7 @@ PROMIDATA = SyncSource(
     downstream=(promidata_products, promidata_images),
     # Dead families, images and Import.txt lines, next to dead supplier catalog syncs.
     item_dead_letters=ItemDeadLetters(rows=dead_letter_rows, redrive=redrive_dead_letter),
+    run_progress=run_progress,
 )
 promidata_defs = source_defs(PROMIDATA)
 defs = promidata_defs.definitions()

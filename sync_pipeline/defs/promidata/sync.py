@@ -219,6 +219,30 @@ class Progress:
                 self._write("failed", error=outcome.error)
 
 
+def run_progress(db_url: str, run_id: str) -> list[dict[str, Any]]:
+    """The stages a run is at or last wrote (a later run of the stage replaces its row)."""
+    with transaction(db_url) as s:
+        rows = list(s.scalars(select(PromidataProgress).where(PromidataProgress.run_id == run_id)))
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    return [
+        {
+            "partition": row.supplier,
+            "stage": row.stage,
+            "state": row.state,
+            "step": row.step,
+            "done": row.done,
+            "total": row.total,
+            "percent": row.percent if row.total else 100.0,
+            "figures": dict(row.figures or {}),
+            "attempts": row.attempts,
+            "started_at": row.started_at.isoformat() if row.started_at else None,
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+            "error": row.error,
+        }
+        for row in sorted(rows, key=lambda r: (r.supplier, order.get(r.stage, 9)))
+    ]
+
+
 # --------------------------------------------------------------------------- failures
 def record_failure(
     db_url: str,
