@@ -52,25 +52,40 @@ def _plain(metadata: Any) -> dict[str, Any]:
     return out
 
 
-def _failures(logs: list[Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _error_text(error: Any) -> str | None:
+    """An error's message without the exception's class name (Dagster's `Failure: ...`)."""
+    while error is not None and error.cls_name == "RetryRequestedFromPolicy":
+        error = error.cause  # a RetryPolicy retry: the step's own error is its cause
+    if error is None:
+        return None
+    text = str(error.message).strip()
+    name = str(getattr(error, "cls_name", "") or "")
+    return text.removeprefix(f"dagster._core.definitions.events.{name}: ").removeprefix(f"{name}: ")
+
+
+def _failures(logs: list[Any]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The run's failures (step reason: the `dg.Failure` description, else the error) and,
-    per step, how many times it was retried inside the run (RetryPolicy)."""
+    per step, how many times it was retried inside the run (RetryPolicy) and why, last."""
     failures: list[dict[str, Any]] = []
-    retries: dict[str, int] = {}
+    retries: dict[str, dict[str, Any]] = {}
     for entry in logs:
         event = entry.dagster_event
         if event is None:
             continue
         if event.is_step_up_for_retry:
-            retries[event.step_key or "?"] = retries.get(event.step_key or "?", 0) + 1
+            step = retries.setdefault(event.step_key or "?", {"retries": 0})
+            step["retries"] += 1
+            step["last_reason"] = _error_text(event.step_retry_data.error)
         elif event.is_step_failure:
             data = event.step_failure_data
             user = data.user_failure_data
             reason = user.description if user is not None and user.description else None
-            if reason is None and data.error is not None:
-                reason = data.error.message.strip()
             failures.append(
-                {"step": event.step_key, "reason": reason, "at": _time(entry.timestamp)}
+                {
+                    "step": event.step_key,
+                    "reason": reason or _error_text(data.error),
+                    "at": _time(entry.timestamp),
+                }
             )
         elif event.is_run_failure and not failures:
             failures.append({"step": None, "reason": event.message, "at": _time(entry.timestamp)})
@@ -155,11 +170,9 @@ def _print(report: dict[str, Any]) -> None:
     attempt = f"  attempt {r['retry_number'] + 1}"
     if r["parent_run_id"]:
         attempt += f" (retry of run {r['parent_run_id']})"
-    if r["step_retries"]:
-        attempt += "; step retries: " + ", ".join(
-            f"{step} {n}" for step, n in sorted(r["step_retries"].items())
-        )
     click.echo(attempt)
+    for step, retried in sorted(r["step_retries"].items()):
+        click.echo(f"  {step} retried {retried['retries']} time(s), last: {retried['last_reason']}")
     for f in r["failures"]:
         click.echo(f"  failed{' in ' + f['step'] if f['step'] else ''}: {f['reason']}")
     for name, md in {**r["result"]["assets"], **r["result"]["outputs"]}.items():

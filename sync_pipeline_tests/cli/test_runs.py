@@ -149,3 +149,31 @@ def test_show_an_unknown_run_is_an_error(cli_env: CliEnv) -> None:
 
     assert error_of(result).startswith("Error: no run 0000-not-a-run in the Dagster instance at ")
     assert invoke("runs", "list").stdout == "no runs\n"
+
+
+def test_show_counts_a_steps_retries_and_why(
+    promidata_env: PromidataSandboxState,
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+) -> None:
+    # One 503 with no in-process retry: the catalog step fails and its RetryPolicy retries it.
+    api = PromidataResource(
+        app_db=resources["app_db"],
+        base_url=os.environ["PROMIDATA_BASE_URL"],
+        transient_retries=0,
+    )
+    promidata_env.faults.inject("5xx", path_contains="/A23/Import/Import.txt")
+    result = dg.materialize(
+        ASSETS, resources={**resources, "promidata": api}, partition_key="A23", instance=instance
+    )
+    assert result.success
+
+    report = show(result.run_id)
+
+    retried = report["step_retries"]["promidata_catalog"]
+    assert retried["retries"] == 1
+    assert retried["last_reason"].startswith("transient: ") and "503" in retried["last_reason"]
+    assert retried["last_reason"].endswith("(will be retried)")
+    assert report["failures"] == []
+    text = invoke("runs", "show", result.run_id).stdout
+    assert "  promidata_catalog retried 1 time(s), last: transient: " in text
