@@ -29,6 +29,7 @@ EVENTS = {
     dg.DagsterEventType.STEP_UP_FOR_RETRY,
     dg.DagsterEventType.RUN_FAILURE,
     dg.DagsterEventType.STEP_OUTPUT,
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
 }
 
 
@@ -96,20 +97,26 @@ def _results(instance: dg.DagsterInstance, run_id: str, logs: list[Any]) -> dict
     """What the run produced: per asset (partition) its materialization's figures, and per
     op the metadata of its output (a sweep's per-partition counts)."""
     result: dict[str, Any] = {}
+    asset_steps: set[str] = set()
     for record in instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=100
     ).records:
-        mat = record.event_log_entry.asset_materialization
-        if mat is not None and mat.partition is not None:
-            result[f"{mat.asset_key.to_user_string()}[{mat.partition}]"] = _plain(mat.metadata)
-        elif mat is not None:
-            result[mat.asset_key.to_user_string()] = _plain(mat.metadata)
+        entry = record.event_log_entry
+        mat = entry.asset_materialization
+        if mat is None:
+            continue
+        name = mat.asset_key.to_user_string()
+        result[f"{name}[{mat.partition}]" if mat.partition else name] = _plain(mat.metadata)
+        asset_steps.add(mat.asset_key.path[-1])  # an asset's own step is named after it
+    # Outputs of ops that are not an asset's own step (whose figures are its materialization):
+    # a sweep op's counts.
     outputs = {
-        entry.dagster_event.step_key: _plain(entry.dagster_event.step_output_data.metadata)
+        entry.step_key: _plain(entry.dagster_event.step_output_data.metadata)
         for entry in logs
         if entry.dagster_event is not None
         and entry.dagster_event.is_successful_output
         and entry.dagster_event.step_output_data.metadata
+        and entry.step_key not in asset_steps
     }
     return {"assets": result, "outputs": outputs}
 
@@ -127,8 +134,22 @@ def run_report(instance: dg.DagsterInstance, db_url: str, run_id: str) -> dict[s
     logs = list(instance.all_logs(run_id, of_type=EVENTS))
     failures, step_retries = _failures(logs)
     started, ended = record.start_time, record.end_time
-    source = tags.get(SOURCE_TAG)
-    declared = REGISTRY.get(source or "")
+    selected = set(run.asset_selection or ()) | {
+        entry.dagster_event.asset_key
+        for entry in logs
+        if entry.dagster_event is not None and entry.dagster_event.is_asset_materialization_planned
+    }
+    # The project's runs carry their source's tag; others (`dagster asset materialize`, an
+    # asset selection in the UI) are known by their job or the assets they materialize.
+    declared = REGISTRY.get(tags.get(SOURCE_TAG, "")) or next(
+        (
+            d
+            for d in REGISTRY.values()
+            if run.job_name in (d.single_job_name, d.sweep_job_name) or d.asset_key in selected
+        ),
+        None,
+    )
+    source = declared.name if declared is not None else tags.get(SOURCE_TAG)
     progress = declared.progress_of(db_url, run_id) if declared is not None else []
     return {
         "run_id": run.run_id,
@@ -175,15 +196,20 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"  {step} retried {retried['retries']} time(s), last: {retried['last_reason']}")
     for f in r["failures"]:
         click.echo(f"  failed{' in ' + f['step'] if f['step'] else ''}: {f['reason']}")
-    for name, md in {**r["result"]["assets"], **r["result"]["outputs"]}.items():
+    results = list({**r["result"]["assets"], **r["result"]["outputs"]}.items())
+    shown = results if len(results) <= 12 else results[:6] + results[-3:]  # a sweep: many
+    if len(shown) < len(results):
+        click.echo(f"  ({len(results) - len(shown)} more results: --json lists them)")
+    for name, md in shown:
         figures = ", ".join(
             f"{k}={v}" for k, v in md.items() if not isinstance(v, str) or len(v) < 80
         )
         click.echo(f"  {name}: {figures}")
     for p in r["progress"]:
+        figures = ", ".join(f"{k}={v}" for k, v in sorted(p["figures"].items()))
         click.echo(
             f"  progress {p['partition']} {p['stage']}: {p['state']} {p['step']} "
-            f"{p['done']}/{p['total']} ({p['percent']}%)"
+            f"{p['done']}/{p['total']} ({p['percent']}%)" + (f" {figures}" if figures else "")
         )
 
 

@@ -91,7 +91,7 @@ def test_show_a_succeeded_supplier_sync(
     assert "  job __ephemeral_asset_job__, promidata partition A23, trigger cli, priority 10\n" in (
         text
     )
-    assert "  progress A23 products: completed done 4/4 (100.0%)\n" in text
+    assert "  progress A23 products: completed done 4/4 (100.0%) families_changed=4, " in text
 
 
 def test_show_a_failed_run_gives_the_reason(
@@ -175,5 +175,8 @@ def test_show_counts_a_steps_retries_and_why(
     assert retried["last_reason"].startswith("transient: ") and "503" in retried["last_reason"]
     assert retried["last_reason"].endswith("(will be retried)")
     assert report["failures"] == []
+    # No source tag (not launched by the project): known by the assets it materialized.
+    assert report["source"] == "promidata" and report["trigger"] is None
+    assert [p["state"] for p in report["progress"]] == ["completed"] * 3
     text = invoke("runs", "show", result.run_id).stdout
     assert "  promidata_catalog retried 1 time(s), last: transient: " in text
