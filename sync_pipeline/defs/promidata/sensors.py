@@ -13,7 +13,7 @@ from sync_pipeline.defs.promidata.assets import SOURCE
 from sync_pipeline.defs.promidata.partitions import promidata_suppliers
 from sync_pipeline.defs.promidata.resources import PromidataResource
 from sync_pipeline.defs.promidata.source import promidata_defs
-from sync_pipeline.defs.promidata.sync import list_suppliers
+from sync_pipeline.defs.promidata.sync import catalogs_ahead, list_suppliers
 
 POLL_INTERVAL_SECONDS = 300
 #: The single-supplier job of the source declaration: catalog, then products and images.
@@ -31,7 +31,8 @@ def promidata_import_sensor(
     app_db: AppDatabaseResource,
     promidata: PromidataResource,
 ) -> dg.SensorResult | dg.SkipReason:
-    """One conditional GET per supplier; a 200 (new ETag) requests that supplier's sync."""
+    """One conditional GET per supplier; a 200 (new ETag) requests that supplier's sync, and
+    so does a catalog a sweep updated whose families or images wait for the later stages."""
     known = set(context.instance.get_dynamic_partitions(promidata_suppliers.name or ""))
     stats = CallStats()
     requests = []
@@ -51,6 +52,22 @@ def promidata_import_sensor(
                 partition_key=supplier.code,
                 run_key=f"promidata-import-{supplier.code}-{fetched.etag or 'none'}",
                 tags=priorities.run_tags(priorities.BATCH, SOURCE, "import_changed"),
+            )
+        )
+    # A sweep (batch run) syncs catalogs only: its suppliers' new families and images are
+    # fetched by a supplier run requested here once per sweep, not at the next nightly.
+    requested = {r.partition_key for r in requests}
+    for code, run_id in sorted(catalogs_ahead(app_db.url).items()):
+        run = context.instance.get_run_by_id(run_id)
+        if code in requested or code not in known or run is None or not run.is_finished:
+            continue
+        if run.job_name != promidata_defs.sweep_job.name:
+            continue
+        requests.append(
+            dg.RunRequest(
+                partition_key=code,
+                run_key=f"promidata-after-sweep-{code}-{run_id}",
+                tags=priorities.run_tags(priorities.BATCH, SOURCE, "after_sweep"),
             )
         )
     for error in errors:

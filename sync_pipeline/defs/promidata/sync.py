@@ -243,6 +243,27 @@ def run_progress(db_url: str, run_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def catalogs_ahead(db_url: str) -> dict[str, str]:
+    """Suppliers whose last catalog stage left families or images to fetch that no later
+    stage has taken up yet: supplier -> the run id of that catalog stage."""
+    with transaction(db_url) as s:
+        rows = list(s.scalars(select(PromidataProgress)))
+    by_supplier: dict[str, dict[str, PromidataProgress]] = {}
+    for row in rows:
+        by_supplier.setdefault(row.supplier, {})[row.stage] = row
+    ahead = {}
+    for supplier, stages in by_supplier.items():
+        catalog = stages.get("catalog")
+        if catalog is None or catalog.state != "completed" or not catalog.run_id:
+            continue
+        later = [stages[st] for st in ("products", "images") if st in stages]
+        if any(st.run_id == catalog.run_id or st.state == "active" for st in later):
+            continue  # the same run carries on, or a later stage is at work
+        if pending_families(db_url, supplier)[0] or pending_images(db_url, supplier)[0]:
+            ahead[supplier] = catalog.run_id
+    return ahead
+
+
 # --------------------------------------------------------------------------- failures
 def record_failure(
     db_url: str,

@@ -184,3 +184,35 @@ def test_nightly_schedule_requests_every_supplier(
     assert sorted(r.partition_key or "" for r in requests) == ["A23", "A360", "D170"]
     assert all(r.tags["dagster/priority"] == "0" for r in requests)
     assert requests[0].run_key == "promidata-nightly-20261203-A23"
+
+
+def test_import_sensor_runs_the_later_stages_after_a_sweep(
+    promidata: Promidata, instance: dg.DagsterInstance
+) -> None:
+    res = resources(promidata)
+    promidata.sync("A360")
+    promidata.sync("D170")
+    # A sweep (batch run) syncs the catalog stage only: A23's families wait in the app DB.
+    sweep = promidata_defs.sweep_job.execute_in_process(
+        run_config=PROMIDATA.sweep_run_config(keys=["A23", "A360"]),
+        instance=instance,
+        resources={"promidata": res["promidata"]},
+    )
+    assert sweep.success
+
+    def evaluate() -> list[dg.RunRequest]:
+        with dg.build_sensor_context(
+            instance=instance,
+            resources={"app_db": res["app_db"], "promidata": res["promidata"]},
+        ) as ctx:
+            result = promidata_import_sensor(ctx)
+        return list(result.run_requests or []) if isinstance(result, dg.SensorResult) else []
+
+    # Every Import.txt answers 304; A360's sweep found nothing new; A23 is behind its catalog.
+    [request] = evaluate()
+    assert request.partition_key == "A23"
+    assert request.run_key == f"promidata-after-sweep-A23-{sweep.run_id}"
+    assert request.tags["sync_pipeline/trigger"] == "after_sweep"
+    result = dg.materialize(ASSETS, resources=res, partition_key="A23", instance=instance)
+    assert metadata(result, "promidata_products")["families_changed"] == 6
+    assert evaluate() == []  # caught up
