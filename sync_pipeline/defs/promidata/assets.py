@@ -149,3 +149,8 @@ def promidata_no_dead_letters(promidata: PromidataResource) -> dg.AssetCheckResu
             "latest": [f"{f.supplier}/{f.kind}/{f.item}: {f.reason[:200]}" for f in dead[:5]],
         },
     )
+
+
+defs = dg.Definitions(
+    assets=[promidata_products, promidata_images], asset_checks=[promidata_no_dead_letters]
+)
