@@ -6,7 +6,7 @@ home, through the real daemon and run queue, side by side with the plain baselin
 
     .venv/bin/python benchmarks/run_all.py                      # everything, full scale
     .venv/bin/python benchmarks/run_all.py --quick              # small scale, minutes
-    .venv/bin/python benchmarks/run_all.py --only sweep --athletes 10000 --full-athletes 1000
+    .venv/bin/python benchmarks/run_all.py --only sweep --athletes 1000,3000,10000
     .venv/bin/python benchmarks/run_all.py --snapshot HEAD      # measure a committed tree
 
 `--snapshot REV` measures `git archive REV` of the project instead of the working tree (the
@@ -69,7 +69,11 @@ def main() -> None:
     )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated of {ALL}")
     parser.add_argument("--quick", action="store_true", help="small scale (validation)")
-    parser.add_argument("--athletes", type=int, help="incremental sweep size (10000)")
+    parser.add_argument(
+        "--athletes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="incremental sweep size(s), comma-separated (10000; e.g. 1000,3000,10000)",
+    )
     parser.add_argument("--full-athletes", type=int, help="full sweep size (1000)")
     parser.add_argument("--rate-athletes", type=int, help="rate-budget benchmark size (200)")
     parser.add_argument(
@@ -121,12 +125,21 @@ def main() -> None:
             rows.append([name, "table rows failed", f"{type(exc).__name__}: {exc}"])
 
     if "sweep" in chosen:
+        import dagster_floor
         import sweep
 
-        inc = args.athletes or (200 if quick else 10_000)
+        log("=== dagster_floor")
+        floor = dagster_floor.measure(events=200 if quick else 2000)
+        results.append(floor)
+        sizes = args.athletes or [200 if quick else 10_000]
         full = args.full_athletes or (20 if quick else 1_000)
-        record("sweep_incremental", lambda: sweep.run("incremental", inc), sweep.table_rows)
-        record("sweep_full", lambda: sweep.run("full", full), sweep.table_rows)
+        for n in sizes:
+            record(
+                f"sweep_incremental_{n}",
+                lambda n=n: sweep.run("incremental", n, floor=floor),  # type: ignore[misc]
+                sweep.table_rows,
+            )
+        record("sweep_full", lambda: sweep.run("full", full, floor=floor), sweep.table_rows)
     if "profile" in chosen:
         import profile_sync
 

@@ -63,10 +63,10 @@ def fresh_database(tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         db.dispose_engines()
-        _drop_database(admin, name)
+        drop_database(admin, name)
 
 
-def _drop_database(admin: str, name: str) -> None:
+def drop_database(admin: str, name: str) -> None:
     """Drop a test database; an autovacuum worker still in it may need a moment to go."""
     import psycopg
 

@@ -1,1 +1,1 @@
-"""Definitions, one folder per source; loaded by `dg.load_from_defs_folder`."""
+"""Definitions, one folder per source; merged by `sync_pipeline/definitions.py`."""

@@ -139,3 +139,6 @@ def health_sensor(
     if not events:
         return dg.SkipReason("queue figures and dead letters unchanged for every source")
     return dg.SensorResult(asset_events=events, cursor=json.dumps(cursors, sort_keys=True))
+
+
+defs = dg.Definitions(sensors=[partitions_sensor, retry_sensor, parked_sensor, health_sensor])

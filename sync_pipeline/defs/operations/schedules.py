@@ -52,3 +52,6 @@ cleanup_daily = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="03:30 UTC daily: delete runs older than 7 days without regressing partitions.",
 )
+
+
+defs = dg.Definitions(jobs=[cleanup_job], schedules=[cleanup_daily])

@@ -128,3 +128,8 @@ def promidata_images(
         on_progress=progress_logger(context),
     )
     yield from stage_events(context, outcome)
+
+
+# The dead families and images are checked by the source's `no_dead_letters` check on
+# `promidata_catalog` (core/source.py, `SyncSource.item_dead_letters`).
+defs = dg.Definitions(assets=[promidata_products, promidata_images])

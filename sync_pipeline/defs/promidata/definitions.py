@@ -9,7 +9,7 @@ from sync_pipeline.defs.promidata.storage import storage_from_env
 
 
 @dg.definitions
-def promidata_resources() -> dg.Definitions:
+def defs() -> dg.Definitions:
     """The image store: a directory under SYNC_HOME by default, or S3 (PROMIDATA_S3_*)."""
     env = dict(os.environ)
     home = env.get("SYNC_HOME", ".sync_home")

@@ -103,3 +103,6 @@ def promidata_nightly(
         )
         for code in codes
     ]
+
+
+defs = dg.Definitions(sensors=[promidata_import_sensor], schedules=[promidata_nightly])

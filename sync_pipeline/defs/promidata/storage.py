@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from sync_pipeline.core.errors import PermanentError, TransientError
@@ -136,7 +135,7 @@ class S3Store:
 
 
 class PromidataImageStorage(dg.ConfigurableResource):
-    """Image storage: `directory` (default) or an S3 `bucket` reached through `s3`."""
+    """Image storage: `directory` (default) or an S3 `bucket` (settings `s3_*`)."""
 
     directory: str = Field(
         default=".sync_home/promidata-images",
@@ -145,18 +144,32 @@ class PromidataImageStorage(dg.ConfigurableResource):
     bucket: str = Field(default="", description="S3 bucket; set it to store in S3/R2/MinIO.")
     prefix: str = Field(default="promidata/images/", description="Key prefix in the store.")
     max_image_bytes: int = Field(default=10_000_000, description="Larger images are rejected.")
-    s3: S3Resource = Field(
-        default_factory=S3Resource,
-        description="S3 client settings (endpoint_url for R2/MinIO, region, credentials).",
-    )
+    # S3 client settings, flat rather than a nested `S3Resource`: importing dagster-aws costs
+    # every process that loads the code ~50 MB and ~0.5 s of CPU, so it is imported only
+    # when a bucket is configured (see `s3_client`).
+    s3_endpoint_url: str = Field(default="", description="S3 endpoint (R2/MinIO); empty: AWS.")
+    s3_region_name: str = Field(default="", description="S3 region; empty: boto3's default.")
+    s3_access_key_id: str = Field(default="", description="S3 key id; empty: boto3's chain.")
+    s3_secret_access_key: str = Field(default="", description="S3 secret (bind an EnvVar).")
 
     _store: ImageStore | None = PrivateAttr(default=None)
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client through dagster-aws's `S3Resource`, with the settings above."""
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource(
+            endpoint_url=self.s3_endpoint_url or None,
+            region_name=self.s3_region_name or None,
+            aws_access_key_id=self.s3_access_key_id or None,
+            aws_secret_access_key=self.s3_secret_access_key or None,
+        ).get_client()
 
     def store(self) -> ImageStore:
         """The configured store (built once)."""
         if self._store is None:
             if self.bucket:
-                self._store = S3Store(self.s3.get_client(), self.bucket)
+                self._store = S3Store(self.s3_client(), self.bucket)
             else:
                 self._store = DirectoryStore(Path(self.directory))
         return self._store
@@ -183,17 +196,15 @@ def storage_from_env(env: Mapping[str, str], home: str) -> PromidataImageStorage
         )
     s3: dict[str, Any] = {}
     if env.get("PROMIDATA_S3_ENDPOINT_URL"):
-        s3["endpoint_url"] = env["PROMIDATA_S3_ENDPOINT_URL"]
+        s3["s3_endpoint_url"] = env["PROMIDATA_S3_ENDPOINT_URL"]
     if env.get("PROMIDATA_S3_REGION"):
-        s3["region_name"] = env["PROMIDATA_S3_REGION"]
+        s3["s3_region_name"] = env["PROMIDATA_S3_REGION"]
     for name, var in (
-        ("aws_access_key_id", "PROMIDATA_S3_ACCESS_KEY_ID"),
-        ("aws_secret_access_key", "PROMIDATA_S3_SECRET_ACCESS_KEY"),
+        ("s3_access_key_id", "PROMIDATA_S3_ACCESS_KEY_ID"),
+        ("s3_secret_access_key", "PROMIDATA_S3_SECRET_ACCESS_KEY"),
     ):
         if env.get(var):
             s3[name] = dg.EnvVar(var)  # resolved at run time, never shown in run config
     return PromidataImageStorage(
-        bucket=bucket,
-        prefix=env.get("PROMIDATA_S3_PREFIX", "promidata/images/"),
-        s3=S3Resource(**s3),
+        bucket=bucket, prefix=env.get("PROMIDATA_S3_PREFIX", "promidata/images/"), **s3
     )

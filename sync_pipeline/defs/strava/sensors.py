@@ -88,3 +88,6 @@ def strava_webhook_sensor(
                 outcomes[ev.id] = ("run_requested", run_key)
     set_outcomes(db_url, outcomes)
     return dg.SensorResult(run_requests=requests, cursor=str(events[-1].id))
+
+
+defs = dg.Definitions(sensors=[strava_webhook_sensor])

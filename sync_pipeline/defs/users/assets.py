@@ -45,3 +45,6 @@ def user_consistency(
         raise dg.Failure(f"User {key!r} does not exist; remove the partition.", allow_retries=False)
     for event in refresh_scores(app_db.url, [key]):
         yield dg.MaterializeResult(asset_key=event.asset_key, metadata=dict(event.metadata))
+
+
+defs = dg.Definitions(assets=[user_consistency])

@@ -9,7 +9,6 @@ from typing import Any
 
 import boto3
 import pytest
-from dagster_aws.s3 import S3Resource
 from moto.server import ThreadedMotoServer
 
 from sync_pipeline.core.sync_runner import RunContext
@@ -51,12 +50,10 @@ def s3_objects(url: str) -> dict[str, Any]:
 def test_sync_stores_images_in_s3_once(promidata: Promidata, s3_server: str) -> None:
     storage = PromidataImageStorage(
         bucket=BUCKET,
-        s3=S3Resource(
-            endpoint_url=s3_server,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        ),
+        s3_endpoint_url=s3_server,
+        s3_region_name="us-east-1",
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
     )
     ctx = RunContext(owner="s3-test")
     result = sync_supplier_direct(promidata.api, storage, promidata.db_url, "A23", ctx)
@@ -64,7 +61,7 @@ def test_sync_stores_images_in_s3_once(promidata: Promidata, s3_server: str) -> 
     objects = s3_objects(s3_server)
     expected = promidata.expected("A23")["images"]
     assert sorted(k.rsplit("/", 1)[-1] for k in objects) == sorted(expected)
-    client = storage.s3.get_client()
+    client = storage.s3_client()
     key = next(iter(objects))
     body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == key.rsplit("/", 1)[-1]
