@@ -281,7 +281,9 @@ def outreach_send(prospect_id: str, direct: bool) -> None:
 
     _direct_only(direct)
     app_db, clients = _clients()
-    settings = SendSettings(unsubscribe_url=clients.unsubscribe_url)
+    settings = SendSettings(
+        unsubscribe_url=clients.unsubscribe_url, unsubscribe_key=clients.unsubscribe_key
+    )
     _report(send_email(clients.smtp, clients.imap, app_db, prospect_id, _ctx(), settings=settings))
 
 

@@ -135,6 +135,7 @@ def test_send_and_enrich_directly_through_the_sandboxes(
         "IMAP_SECURITY": "none",
         "SUPABASE_URL": "http://127.0.0.1:9",
         "SUPABASE_SERVICE_KEY": "unused",
+        "OUTREACH_UNSUBSCRIBE_KEY": "cli-test-unsubscribe-key",
     }.items():
         monkeypatch.setenv(name, value)
     csv_file = tmp_path / "p.csv"

@@ -79,6 +79,9 @@ class OutreachMailer(dg.ConfigurableResource):
     smtp: SmtpResource
     imap: ImapResource
     unsubscribe_url: str = "https://outreach.invalid/unsubscribe/{token}"
+    unsubscribe_key: str = Field(
+        default="", description="Signs each prospect's unsubscribe link (never logged)."
+    )
 
 
 class OutreachInbox(dg.ConfigurableResource):
@@ -201,12 +204,13 @@ def _imap(env: Env) -> ImapResource:
 
 
 def mailer_resource(app_db: AppDatabaseResource, env: Env) -> OutreachMailer:
-    """SMTP_* and IMAP_* settings, OUTREACH_UNSUBSCRIBE_URL."""
+    """SMTP_* and IMAP_* settings, OUTREACH_UNSUBSCRIBE_URL and OUTREACH_UNSUBSCRIBE_KEY."""
     return OutreachMailer(
         app_db=app_db,
         smtp=_smtp(env),
         imap=_imap(env),
         unsubscribe_url=env("OUTREACH_UNSUBSCRIBE_URL"),
+        unsubscribe_key=env("OUTREACH_UNSUBSCRIBE_KEY"),
     )
 
 
@@ -236,7 +240,9 @@ def _email(client: HunterResource, key: str, ctx: RunContext, options: EmailOpti
 
 
 def _send(client: OutreachMailer, key: str, ctx: RunContext, options: object) -> SyncOutcome:
-    settings = SendSettings(unsubscribe_url=client.unsubscribe_url)
+    settings = SendSettings(
+        unsubscribe_url=client.unsubscribe_url, unsubscribe_key=client.unsubscribe_key
+    )
     return send_email(client.smtp, client.imap, client.app_db, key, ctx, settings=settings)
 
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -58,6 +58,7 @@ from sync_pipeline.defs.outreach.resources import (
     SmtpResource,
     SupabaseResource,
 )
+from sync_pipeline.defs.outreach.unsubscribe import unsubscribe_token, unsubscribe_url
 
 SOURCE = "outreach"
 SOURCE_WEBSITE = "outreach_website"
@@ -266,10 +267,12 @@ def enrich_email(
 # -- sending ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SendSettings:
-    """Where unsubscribe requests go; both are announced in List-Unsubscribe (RFC 8058)."""
+    """Where unsubscribe requests go (both announced in List-Unsubscribe, RFC 8058) and the
+    key signing each prospect's link (OUTREACH_UNSUBSCRIBE_KEY; nothing is sent without it)."""
 
     unsubscribe_url: str = "https://outreach.invalid/unsubscribe/{token}"
     unsubscribe_mailto: str | None = None
+    unsubscribe_key: str = field(default="", repr=False)
 
 
 def message_id(campaign: str, prospect_id: str, step: int, sender: str) -> str:
@@ -277,11 +280,6 @@ def message_id(campaign: str, prospect_id: str, step: int, sender: str) -> str:
     digest = hashlib.sha256(f"{campaign}\x00{prospect_id}\x00{step}".encode()).hexdigest()[:32]
     domain = sender.rpartition("@")[2] or "outreach.invalid"
     return f"<outreach.{digest}@{domain}>"
-
-
-def unsubscribe_token(prospect_id: str, campaign: str) -> str:
-    """An opaque token naming the prospect in unsubscribe links."""
-    return hashlib.sha256(f"unsubscribe\x00{campaign}\x00{prospect_id}".encode()).hexdigest()[:24]
 
 
 def business_open(now: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
@@ -320,7 +318,6 @@ def template_variables(
     prospect: Prospect, campaign: Campaign, settings: SendSettings
 ) -> dict[str, Any]:
     """What a template may use."""
-    token = unsubscribe_token(prospect.id, campaign.name)
     return {
         "first_name": prospect.first_name,
         "last_name": prospect.last_name,
@@ -330,13 +327,13 @@ def template_variables(
         "tier": prospect.tier,
         "campaign": campaign.name,
         "sender": campaign.sender,
-        "unsubscribe_url": settings.unsubscribe_url.format(token=token),
+        "unsubscribe_url": unsubscribe_url(
+            settings.unsubscribe_url, settings.unsubscribe_key, prospect.id
+        ),
     }
 
 
-def build_message(
-    row: OutboxMessage, previous: str | None, settings: SendSettings, campaign: str
-) -> EmailMessage:
+def build_message(row: OutboxMessage, previous: str | None, settings: SendSettings) -> EmailMessage:
     """The e-mail of an outbox row (the same bytes-to-be on every attempt)."""
     msg = EmailMessage()
     msg["From"] = row.sender
@@ -347,7 +344,7 @@ def build_message(
     if previous:
         msg["In-Reply-To"] = previous
         msg["References"] = previous
-    token = unsubscribe_token(row.prospect_id, campaign)
+    token = unsubscribe_token(settings.unsubscribe_key, row.prospect_id)
     targets = [f"<{settings.unsubscribe_url.format(token=token)}>"]
     if settings.unsubscribe_mailto:
         targets.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-{token}>")
@@ -462,6 +459,8 @@ def send_email(
                 f"outside business hours in {current.timezone}; opens {opens:%Y-%m-%d %H:%M} UTC",
                 retry_at=opens.timestamp(),
             )
+        # Every message carries the prospect's signed one-click link: no key, no mail.
+        unsubscribe_token(settings.unsubscribe_key, prospect_id)
         # 3. The outbox row, rendered and committed before anything is sent.
         mid = message_id(camp.name, prospect_id, step, camp.sender)
         with transaction(db_url) as s:
@@ -495,7 +494,7 @@ def send_email(
                 f"mailbox {camp.sender}: daily cap or minimum gap reached", retry_at=reset
             )
         previous = message_id(camp.name, prospect_id, step - 1, camp.sender) if step else None
-        message = build_message(row, previous, settings, camp.name)
+        message = build_message(row, previous, settings)
         with transaction(db_url) as s:
             s.execute(
                 update(OutboxMessage)

@@ -19,7 +19,7 @@ from sync_pipeline.defs.outreach.sync import (
     send_email,
 )
 from sync_pipeline.sandbox.mail.server import MailSandbox
-from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, add_campaign
+from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, SEND_SETTINGS, add_campaign
 from sync_pipeline_tests.outreach import SENDER
 
 
@@ -77,7 +77,10 @@ def test_inbound_mail_is_matched_classified_and_applied(
 ) -> None:
     add_campaign(app_db.url)
     pid = add_prospect("p1", email=address)
-    assert send_email(smtp, imap, app_db, pid, CTX, now=OPEN).status == "succeeded"
+    assert (
+        send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN).status
+        == "succeeded"
+    )
     sent_id = message_id("launch", pid, 0, SENDER)
     if reply is not None:  # bounces and the sandbox's auto-replies arrive by themselves
         headers = {"Auto_Submitted": "auto-replied"} if classification == "auto_reply" else {}
@@ -105,13 +108,15 @@ def test_the_first_reply_stops_follow_ups(
 
     add_campaign(app_db.url)
     pid = add_prospect("p1", email="hank@globex.test")
-    send_email(smtp, imap, app_db, pid, CTX, now=OPEN)
+    send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN)
     mail_box.deliver(
         SENDER, _reply("hank@globex.test", message_id("launch", pid, 0, SENDER), "Yes")
     )
     poll_inbox(imap, app_db.url)
     process_reply(app_db, pid, CTX)
-    later = send_email(smtp, imap, app_db, pid, CTX, now=OPEN + dt.timedelta(days=10))
+    later = send_email(
+        smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN + dt.timedelta(days=10)
+    )
     assert later.figures == {"not_eligible": 1}
     assert len(mail_box.messages("hank@globex.test")) == 1
 
