@@ -301,7 +301,7 @@ def outreach_replies(direct: bool) -> None:
         raise _fail(exc) from exc
     click.echo(f"{len(touched)} prospect(s) with new mail")
     for pid in touched:
-        _report(process_reply(app_db, pid, _ctx()))
+        _report(process_reply(app_db, pid, _ctx(), soft_bounce_limit=clients.soft_bounce_limit))
 
 
 @outreach.command("crm")

@@ -513,13 +513,15 @@ class OutreachClients:
     unsubscribe_url: str
     unsubscribe_key: str = field(repr=False)
     min_confidence: int = 70
+    soft_bounce_limit: int = 3
 
 
 def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
     """Outreach clients from settings (`env`: core.settings.Env). Variables: HUNTER_API_KEY,
     HUNTER_BASE_URL, HUNTER_WEBSITE_URL, SMTP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE,
     IMAP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE, SUPABASE_URL/SERVICE_KEY/TABLE,
-    OUTREACH_UNSUBSCRIBE_URL, OUTREACH_UNSUBSCRIBE_KEY, OUTREACH_MIN_CONFIDENCE."""
+    OUTREACH_UNSUBSCRIBE_URL, OUTREACH_UNSUBSCRIBE_KEY, OUTREACH_MIN_CONFIDENCE,
+    OUTREACH_SOFT_BOUNCE_LIMIT."""
     return OutreachClients(
         hunter=HunterResource(
             app_db=app_db,
@@ -553,4 +555,5 @@ def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
         ),
         unsubscribe_key=env("OUTREACH_UNSUBSCRIBE_KEY", default=""),
         min_confidence=int(env("OUTREACH_MIN_CONFIDENCE", default="70")),
+        soft_bounce_limit=int(env("OUTREACH_SOFT_BOUNCE_LIMIT", default="3")),
     )

@@ -45,6 +45,7 @@ from sync_pipeline.defs.outreach.resources import (
 )
 from sync_pipeline.defs.outreach.sync import (
     DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_SOFT_BOUNCE_LIMIT,
     SOURCE_CRM,
     SOURCE_EMAIL,
     SOURCE_REPLY,
@@ -89,6 +90,11 @@ class OutreachInbox(dg.ConfigurableResource):
 
     app_db: AppDatabaseResource
     imap: ImapResource
+    soft_bounce_limit: int = Field(
+        default=DEFAULT_SOFT_BOUNCE_LIMIT,
+        ge=1,
+        description="Soft bounces in a row (no delivery between) that make a prospect bounced.",
+    )
 
 
 class OutreachCrm(dg.ConfigurableResource):
@@ -215,8 +221,14 @@ def mailer_resource(app_db: AppDatabaseResource, env: Env) -> OutreachMailer:
 
 
 def inbox_resource(app_db: AppDatabaseResource, env: Env) -> OutreachInbox:
-    """IMAP_* settings."""
-    return OutreachInbox(app_db=app_db, imap=_imap(env))
+    """IMAP_* settings and OUTREACH_SOFT_BOUNCE_LIMIT."""
+    return OutreachInbox(
+        app_db=app_db,
+        imap=_imap(env),
+        soft_bounce_limit=env(
+            "OUTREACH_SOFT_BOUNCE_LIMIT", default=str(DEFAULT_SOFT_BOUNCE_LIMIT), integer=True
+        ),
+    )
 
 
 def crm_resource(app_db: AppDatabaseResource, env: Env) -> OutreachCrm:
@@ -247,7 +259,7 @@ def _send(client: OutreachMailer, key: str, ctx: RunContext, options: object) ->
 
 
 def _reply(client: OutreachInbox, key: str, ctx: RunContext, options: object) -> SyncOutcome:
-    return process_reply(client.app_db, key, ctx)
+    return process_reply(client.app_db, key, ctx, soft_bounce_limit=client.soft_bounce_limit)
 
 
 def _crm_many(

@@ -579,13 +579,21 @@ def send_queue(db_url: str, now: dt.datetime, limit: int | None = None) -> list[
 
 # -- replies ---------------------------------------------------------------------------------
 AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+#: RFC 3464 actions of a DSN saying the message arrived (or left for a final hop).
+DSN_SUCCESS = frozenset({"delivered", "relayed", "expanded"})
+#: Soft bounces (distinct messages of ours) in a row, without a sign of delivery in between,
+#: after which the prospect counts as bounced (OUTREACH_SOFT_BOUNCE_LIMIT).
+DEFAULT_SOFT_BOUNCE_LIMIT = 3
+#: Inbound mail proving that the prospect's mailbox takes our mail again: resets the count.
+DELIVERY_SIGNS = frozenset({"human", "auto_reply", "unsubscribe", "delivered"})
 
 
 @dataclass(frozen=True)
 class Classified:
     """What an inbound message is and which of our messages it answers."""
 
-    classification: str  # human | auto_reply | bounce_hard | bounce_soft | unsubscribe
+    # human | auto_reply | bounce_hard | bounce_soft | delivered | unsubscribe
+    classification: str
     detail: str | None
     refs: tuple[str, ...]
 
@@ -623,7 +631,8 @@ def _original_ids(msg: Message) -> list[str]:
 
 
 def classify(msg: Message) -> Classified:
-    """Human reply, RFC 3834 auto-reply, or a DSN bounce (hard 5.x.x vs soft 4.x.x)."""
+    """Human reply, RFC 3834 auto-reply, or a DSN: bounce (hard 5.x.x vs soft 4.x.x) or a
+    success notice (2.x.x, Action delivered/relayed/expanded)."""
     refs = [
         *MSGID_RE.findall(str(msg.get("In-Reply-To") or "")),
         *MSGID_RE.findall(str(msg.get("References") or "")),
@@ -633,7 +642,8 @@ def classify(msg: Message) -> Classified:
     ):
         status, action = _delivery_status(msg)
         hard = (status or "").startswith("5") or (action or "").lower() == "failed"
-        kind = "bounce_hard" if hard else "bounce_soft"
+        delivered = (status or "").startswith("2") or (action or "").lower() in DSN_SUCCESS
+        kind = "bounce_hard" if hard else ("delivered" if delivered else "bounce_soft")
         return Classified(kind, f"Status {status}, Action {action}", (*refs, *_original_ids(msg)))
     auto_submitted = str(msg.get("Auto-Submitted") or "").strip().lower()
     if auto_submitted and auto_submitted != "no":
@@ -728,12 +738,35 @@ REPLY_STATES = {
     "unsubscribe": "unsubscribed",
     "bounce_hard": "bounced",
     "auto_reply": None,
-    "bounce_soft": None,
+    "bounce_soft": None,  # counted: see soft_bounce_streak
+    "delivered": None,
 }
 
 
-def process_reply(app_db: AppDatabaseResource, prospect_id: str, ctx: RunContext) -> SyncOutcome:
-    """Apply the prospect's new inbound mail to its state (first reply stops follow-ups)."""
+def soft_bounce_streak(rows: Sequence[InboundMessage]) -> tuple[int, str | None]:
+    """How many of our messages soft-bounced since the last sign of delivery (several delay
+    notices about one message count once), and the last one's DSN detail; `rows` in order."""
+    bounced: set[str] = set()
+    detail: str | None = None
+    for row in rows:
+        if row.classification in DELIVERY_SIGNS:
+            bounced.clear()
+            detail = None
+        elif row.classification == "bounce_soft":
+            bounced.add(row.outbox_message_id or f"inbound {row.id}")
+            detail = row.detail
+    return len(bounced), detail
+
+
+def process_reply(
+    app_db: AppDatabaseResource,
+    prospect_id: str,
+    ctx: RunContext,
+    *,
+    soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT,
+) -> SyncOutcome:
+    """Apply the prospect's new inbound mail to its state (first reply stops follow-ups);
+    `soft_bounce_limit` soft bounces in a row without a delivery make the prospect bounced."""
     db_url = app_db.url
     cp = app_db.checkpoints(SOURCE_REPLY, ttl=LEASE_TTL[SOURCE_REPLY])
     outcome = SyncOutcome(key=prospect_id, mode="incremental")
@@ -769,6 +802,24 @@ def process_reply(app_db: AppDatabaseResource, prospect_id: str, ctx: RunContext
                     )[:2000]
                 row.applied_at = utcnow()
                 outcome.add(**{row.classification: 1})
+            if any(r.classification == "bounce_soft" for r in rows) and current.state not in (
+                "unsubscribed",
+                "bounced",
+                "replied",
+            ):
+                history = s.scalars(
+                    select(InboundMessage)
+                    .where(InboundMessage.prospect_id == prospect_id)
+                    .order_by(InboundMessage.id)
+                ).all()
+                streak, detail = soft_bounce_streak(history)
+                if streak >= soft_bounce_limit:
+                    current.state = "bounced"
+                    current.state_reason = (
+                        f"{streak} soft bounces in a row without a delivery (limit "
+                        f"{soft_bounce_limit}); last: {detail}"
+                    )[:2000]
+                    outcome.add(soft_bounce_limit_reached=1)
         if not rows:
             outcome.add(already_done=1)
 
