@@ -92,7 +92,6 @@ class OutreachInbox(dg.ConfigurableResource):
     imap: ImapResource
     soft_bounce_limit: int = Field(
         default=DEFAULT_SOFT_BOUNCE_LIMIT,
-        ge=1,
         description="Soft bounces in a row (no delivery between) that make a prospect bounced.",
     )
 
