@@ -103,6 +103,10 @@ AGING = dt.timedelta(days=1)
 FINAL = ("replied", "bounced", "unsubscribed", "done")
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MSGID_RE = re.compile(r"<[^<>\s]+>")
+#: Outgoing messages: headers fold only past RFC 5322's 998 characters, so a long
+#: List-Unsubscribe URL stays one plain header line (the 78-character default would turn it
+#: into RFC 2047 encoded words, which mail clients do not read as a URL).
+OUTGOING = default_policy.clone(max_line_length=998)
 
 
 class TemplateError(PermanentError):
@@ -335,7 +339,7 @@ def template_variables(
 
 def build_message(row: OutboxMessage, previous: str | None, settings: SendSettings) -> EmailMessage:
     """The e-mail of an outbox row (the same bytes-to-be on every attempt)."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=OUTGOING)
     msg["From"] = row.sender
     msg["To"] = row.recipient
     msg["Subject"] = row.subject

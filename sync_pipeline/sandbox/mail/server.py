@@ -303,10 +303,14 @@ class MailSandbox:
         """File a message in a mailbox (a reply arriving from outside, in tests and demos)."""
         self._call(self._append(address, raw, mailbox))
 
+    def raw_messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The messages in a mailbox as stored (the bytes a mail client reads), oldest first."""
+        return self._call(self._read(address, mailbox))
+
     def messages(self, address: str, mailbox: str = "INBOX") -> list[EmailMessage]:
         """The messages in a mailbox, parsed, oldest first."""
         parser = BytesParser(_class=EmailMessage, policy=default_policy)
-        return [parser.parsebytes(raw) for raw in self._call(self._read(address, mailbox))]
+        return [parser.parsebytes(raw) for raw in self.raw_messages(address, mailbox)]
 
     def next_queue_id(self) -> str:
         """An id for the ``250 queued as`` answer."""

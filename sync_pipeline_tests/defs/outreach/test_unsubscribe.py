@@ -58,9 +58,11 @@ def _state(db_url: str, pid: str) -> tuple[str, str | None]:
 
 
 def _header_url(mail_box: MailSandbox, address: str) -> str:
-    [received] = mail_box.messages(address)
-    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    [url] = re.findall(r"<(https?://[^>]+)>", str(received["List-Unsubscribe"]))
+    """The one-click URL as a mail client reads it: the raw header lines, no decoding."""
+    [raw] = mail_box.raw_messages(address)
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert re.search(r"^List-Unsubscribe-Post: List-Unsubscribe=One-Click\r?$", headers, re.M)
+    [url] = re.findall(r"^List-Unsubscribe: <(https?://[^>\s]+)>\r?$", headers, re.M)
     return url
 
 
