@@ -118,7 +118,12 @@ def echo_queued(run_id: str, job: str, tags: dict[str, str]) -> None:
     what = [job]
     if partition := tags.get("dagster/partition"):
         source = tags.get(priorities.SOURCE_TAG, "")
-        what.append(f"{'athlete' if source == 'strava' else 'user'} {partition}")
+        noun = (
+            "athlete"
+            if source == "strava"
+            else ("prospect" if source.startswith("outreach") else "user")
+        )
+        what.append(f"{noun} {partition}")
     what.append(f"priority {tags.get(priorities.PRIORITY_TAG, '0')}")
     click.echo(f"queued run {run_id} ({', '.join(what)}); follow it in the UI at /runs/{run_id}")
 

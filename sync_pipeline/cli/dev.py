@@ -100,7 +100,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
         )
         dagster_env = {
             **os.environ,
-            **outreach_env,  # this demo's outreach sandboxes (ports chosen at start)
+            **outreach_env,  # as `.env` names them (also read by the CLI in other shells)
             "DAGSTER_HOME": str(s.dagster_home),
             "PYTHONWARNINGS": DAGSTER_WARNING_FILTERS,
         }

@@ -17,7 +17,14 @@ import click
 import httpx
 
 from sync_pipeline.cli import context
-from sync_pipeline.core.settings import PLATFORM_PORTS, SANDBOX_SEED, Settings
+from sync_pipeline.core.settings import (
+    OUTREACH_PORT_OFFSETS,
+    PLATFORM_PORTS,
+    SANDBOX_SEED,
+    WEBHOOK_PORT_OFFSET,
+    Settings,
+    outreach_sandbox_env,
+)
 from sync_pipeline.sandbox.platforms import RunningSandbox, start_platform
 from sync_pipeline.sandbox.server import SandboxServer
 
@@ -29,7 +36,6 @@ DEMO_USERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("dev", "UTC", ("youtube", "instagram")),
 ]
 PRIVATE_DEMO = ("ben", "youtube")  # one private platform, to see the public score differ
-WEBHOOK_PORT_OFFSET = 10  # receiver on the Strava sandbox port + 10 (8720 by default)
 
 
 @dataclass
@@ -102,11 +108,16 @@ def connect_demo_users(s: Settings, stack: DevStack) -> int:
 
 
 def start_webhook_receiver(s: Settings, stack: DevStack, verify_token: str) -> str:
-    """The push receiver on loopback, subscribed at the Strava sandbox; returns its URL."""
+    """The push receiver on loopback, subscribed at the Strava sandbox (it also serves the
+    outreach unsubscribe links when OUTREACH_UNSUBSCRIBE_KEY is set); returns its URL."""
+    from sync_pipeline.defs.outreach.unsubscribe import KEY_VARIABLE
     from sync_pipeline.webhooks.app import create_webhook_app
 
     port = int(s.strava_base_url.rsplit(":", 1)[1]) + WEBHOOK_PORT_OFFSET
-    server = SandboxServer(create_webhook_app(s.database_url, verify_token, None), port=port)
+    app = create_webhook_app(
+        s.database_url, verify_token, None, unsubscribe_key=os.environ.get(KEY_VARIABLE) or None
+    )
+    server = SandboxServer(app, port=port)
     try:
         server.start()
     except OSError as exc:
@@ -261,19 +272,39 @@ def start_promidata_sandbox(s: Settings, stack: DevStack) -> str:
 
 
 def start_outreach(s: Settings, stack: DevStack) -> dict[str, str]:
-    """Hunter, Supabase, SMTP and IMAP sandboxes and a demo campaign with prospects; returns
-    the settings pointing at them (added to Dagster's environment)."""
+    """Hunter, Supabase, SMTP and IMAP sandboxes on the ports the settings name (`init` writes
+    them to `.env`, so the CLI in another shell reaches them too) and a demo campaign with
+    prospects; returns the settings pointing at them."""
     from sync_pipeline.core.errors import ConfigError
     from sync_pipeline.defs.outreach.prospects import add_campaign, import_prospects
-    from sync_pipeline.sandbox.outreach import SENDER, start_outreach_sandboxes
+    from sync_pipeline.sandbox.outreach import start_outreach_sandboxes
 
-    running = start_outreach_sandboxes()
+    settings = {name: os.environ.get(name, "") for name in outreach_sandbox_env()}
+    remote = [
+        name
+        for name in ("HUNTER_BASE_URL", "SUPABASE_URL", "SMTP_HOST", "IMAP_HOST")
+        if "127.0.0.1" not in settings[name]
+    ]
+    if remote:
+        raise click.ClickException(
+            f"{', '.join(remote)} not on 127.0.0.1; `dev` runs against the sandboxes. Run "
+            "`sync-pipeline init` to add the sandbox settings."
+        )
+    try:
+        running = start_outreach_sandboxes(settings)
+    except OSError as exc:
+        first = int(s.strava_base_url.rsplit(":", 1)[1]) + min(OUTREACH_PORT_OFFSETS.values())
+        raise click.ClickException(
+            f"Cannot start the outreach sandboxes on ports {first}-"
+            f"{first + len(OUTREACH_PORT_OFFSETS) - 1} ({exc}); is another demo running?"
+        ) from exc
     stack.closers.append(running.stop)
+    sender = settings["SMTP_USERNAME"]
     with contextlib.suppress(ConfigError):  # already there from an earlier demo
         add_campaign(
             s.database_url,
             "demo",
-            sender=SENDER,
+            sender=sender,
             subject="Hello {{ first_name }}",
             body="Hi {{ first_name }}, a word about {{ company }}.",
         )

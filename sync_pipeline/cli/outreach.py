@@ -231,13 +231,45 @@ def _ctx() -> RunContext:
     return RunContext(owner=f"cli-{uuid.uuid4().hex[:12]}")
 
 
-def _direct_only(direct: bool) -> None:
-    if not direct:
-        raise click.UsageError("Only --direct is available: the job runs in this process.")
+def _known(prospect_ids: tuple[str, ...] | list[str]) -> None:
+    from sync_pipeline.defs.outreach.sync import prospects_of
+
+    missing = sorted(set(prospect_ids) - set(prospects_of(_db_url())))
+    if missing:
+        raise click.ClickException(
+            f"Unknown prospect(s): {', '.join(missing)}; see `sync-pipeline prospects list`."
+        )
+
+
+def _queue(source_name: str, prospect_ids: list[str], **config: Any) -> None:
+    """Queue the job type's single-prospect run (a batch run for several prospects) through
+    the shared launch path; the prospects' partitions are added first if missing."""
+    from sync_pipeline.cli import _launch
+    from sync_pipeline.core import priorities
+    from sync_pipeline.defs.outreach.source import OUTREACH_SOURCES, prospects
+
+    declared = next(d for d in OUTREACH_SOURCES if d.name == source_name)
+    _known(prospect_ids)
+    s = context.settings()
+    tags = priorities.run_tags(priorities.MANUAL, source_name, "cli")
+    with context.dagster_instance(s) as instance:
+        name = prospects.name or ""
+        missing = [p for p in prospect_ids if not instance.has_dynamic_partition(name, p)]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+    if len(prospect_ids) == 1:
+        tags = {**tags, "dagster/partition": prospect_ids[0]}
+        run_config = declared.single_run_config(**config)
+        _launch.queue(s, declared.single_job_name, tags=tags, run_config=run_config)
+    else:
+        run_config = declared.sweep_run_config(keys=prospect_ids, **config)
+        _launch.queue(s, declared.sweep_job_name, tags=tags, run_config=run_config)
 
 
 PROSPECT = click.option("--prospect", "prospect_id", required=True, help="Prospect id.")
-DIRECT = click.option("--direct", is_flag=True, help="Run here, without Dagster.")
+DIRECT = click.option(
+    "--direct", is_flag=True, help="Run here, without Dagster (default: queue a Dagster run)."
+)
 
 
 @outreach.command("enrich-website")
@@ -245,9 +277,11 @@ DIRECT = click.option("--direct", is_flag=True, help="Run here, without Dagster.
 @DIRECT
 def outreach_enrich_website(prospect_id: str, direct: bool) -> None:
     """Find the company's domain and check its website."""
-    from sync_pipeline.defs.outreach.sync import enrich_website
+    from sync_pipeline.defs.outreach.sync import SOURCE_WEBSITE, enrich_website
 
-    _direct_only(direct)
+    if not direct:
+        _queue(SOURCE_WEBSITE, [prospect_id])
+        return
     _, clients = _clients()
     try:
         _report(enrich_website(clients.hunter, prospect_id, _ctx()))
@@ -260,9 +294,11 @@ def outreach_enrich_website(prospect_id: str, direct: bool) -> None:
 @DIRECT
 def outreach_enrich_email(prospect_id: str, direct: bool) -> None:
     """Find the person's address (kept above the confidence threshold)."""
-    from sync_pipeline.defs.outreach.sync import enrich_email
+    from sync_pipeline.defs.outreach.sync import SOURCE_EMAIL, enrich_email
 
-    _direct_only(direct)
+    if not direct:
+        _queue(SOURCE_EMAIL, [prospect_id])
+        return
     _, clients = _clients()
     try:
         _report(
@@ -277,29 +313,50 @@ def outreach_enrich_email(prospect_id: str, direct: bool) -> None:
 @DIRECT
 def outreach_send(prospect_id: str, direct: bool) -> None:
     """Send the prospect's next message (at most once; business hours and caps apply)."""
-    from sync_pipeline.defs.outreach.sync import SendSettings, send_email
+    from sync_pipeline.defs.outreach.sync import SOURCE_SEND, SendSettings, send_email
 
-    _direct_only(direct)
+    if not direct:
+        _queue(SOURCE_SEND, [prospect_id])
+        return
     app_db, clients = _clients()
-    settings = SendSettings(unsubscribe_url=clients.unsubscribe_url)
+    settings = SendSettings(
+        unsubscribe_url=clients.unsubscribe_url, unsubscribe_key=clients.unsubscribe_key
+    )
     _report(send_email(clients.smtp, clients.imap, app_db, prospect_id, _ctx(), settings=settings))
 
 
 @outreach.command("replies")
+@click.option(
+    "--prospect",
+    "prospect_id",
+    help="Apply this prospect's new mail (queued: its reply run; default: read the INBOX).",
+)
 @DIRECT
-def outreach_replies(direct: bool) -> None:
+def outreach_replies(prospect_id: str | None, direct: bool) -> None:
     """Read new mail from the INBOX and apply replies, auto-replies and bounces."""
-    from sync_pipeline.defs.outreach.sync import poll_inbox, process_reply
+    from sync_pipeline.defs.outreach.sync import SOURCE_REPLY, poll_inbox, process_reply
 
-    _direct_only(direct)
+    if not direct:
+        if prospect_id is not None:
+            _queue(SOURCE_REPLY, [prospect_id])
+            return
+        from sync_pipeline.cli import _launch
+        from sync_pipeline.core import priorities
+        from sync_pipeline.defs.outreach.source import inbox_job
+
+        tags = priorities.run_tags(priorities.MANUAL, SOURCE_REPLY, "cli")
+        _launch.queue(context.settings(), inbox_job.name, tags=tags, run_config={})
+        return
+    if prospect_id is not None:
+        _known([prospect_id])
     app_db, clients = _clients()
     try:
         touched = poll_inbox(clients.imap, app_db.url)
     except SyncError as exc:
         raise _fail(exc) from exc
     click.echo(f"{len(touched)} prospect(s) with new mail")
-    for pid in touched:
-        _report(process_reply(app_db, pid, _ctx()))
+    for pid in [prospect_id] if prospect_id is not None else touched:
+        _report(process_reply(app_db, pid, _ctx(), soft_bounce_limit=clients.soft_bounce_limit))
 
 
 @outreach.command("crm")
@@ -307,11 +364,15 @@ def outreach_replies(direct: bool) -> None:
 @DIRECT
 def outreach_crm(prospect_ids: tuple[str, ...], direct: bool) -> None:
     """Upsert changed prospects to the CRM (Supabase REST), in batches."""
-    from sync_pipeline.defs.outreach.sync import prospects_of, sync_to_crm
+    from sync_pipeline.defs.outreach.sync import SOURCE_CRM, prospects_of, sync_to_crm
 
-    _direct_only(direct)
+    ids = list(dict.fromkeys(prospect_ids)) or prospects_of(_db_url())
+    if not direct:
+        if not ids:
+            raise click.ClickException("No prospects; import some with `prospects import`.")
+        _queue(SOURCE_CRM, ids)
+        return
     app_db, clients = _clients()
-    ids = list(prospect_ids) or prospects_of(app_db.url)
     try:
         outcomes = sync_to_crm(clients.supabase, app_db, ids, _ctx())
     finally:

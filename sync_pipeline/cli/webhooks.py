@@ -13,6 +13,8 @@ from starlette.applications import Starlette
 from sync_pipeline.cli import context
 from sync_pipeline.core import db
 from sync_pipeline.core.settings import Settings
+from sync_pipeline.defs.outreach.unsubscribe import KEY_VARIABLE as UNSUBSCRIBE_KEY_ENV
+from sync_pipeline.defs.outreach.unsubscribe import UNSUBSCRIBE_PATH
 
 VERIFY_TOKEN_ENV = "STRAVA_WEBHOOK_VERIFY_TOKEN"
 SUBSCRIPTION_IDS_ENV = "STRAVA_WEBHOOK_SUBSCRIPTION_IDS"
@@ -98,7 +100,8 @@ def webhooks() -> None:
     help="Receiver processes sharing the port (each batches its own inbox writes).",
 )
 def serve(host: str, port: int, log_level: str, workers: int) -> None:
-    """Run the receiver (GET/POST /webhooks/strava, GET /healthz) until Ctrl-C."""
+    """Run the receiver (GET/POST /webhooks/strava, GET /healthz, and GET/POST
+    /outreach/unsubscribe/TOKEN when OUTREACH_UNSUBSCRIBE_KEY is set) until Ctrl-C."""
     import uvicorn
 
     s = context.settings()  # loads `.env` (the group does too) before the token is read
@@ -112,6 +115,8 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
         f"webhook receiver on http://{host}:{port}/webhooks/strava "
         f"(database {db.redact_url(s.database_url)}, {workers} worker(s)); Ctrl-C stops it"
     )
+    if _unsubscribe_key():
+        click.echo(f"one-click unsubscribe on http://{host}:{port}{UNSUBSCRIBE_PATH}")
     if workers == 1:
         app: Any = receiver_app()
     else:  # worker processes import the factory and build their own app
@@ -131,7 +136,17 @@ def receiver_app() -> Starlette:
     """The receiver configured from the settings and environment (uvicorn's app factory)."""
     from sync_pipeline.webhooks.app import create_webhook_app
 
-    return create_webhook_app(context.settings().database_url, _verify_token(), _subscription_ids())
+    return create_webhook_app(
+        context.settings().database_url,
+        _verify_token(),
+        _subscription_ids(),
+        unsubscribe_key=_unsubscribe_key(),
+    )
+
+
+def _unsubscribe_key() -> str | None:
+    """OUTREACH_UNSUBSCRIBE_KEY: serve outreach's one-click unsubscribe links when set."""
+    return os.environ.get(UNSUBSCRIBE_KEY_ENV) or None
 
 
 @webhooks.command("subscribe")

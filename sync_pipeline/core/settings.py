@@ -27,6 +27,12 @@ SANDBOX_SEED = 42
 PLATFORM_PORTS = {"github": 1, "youtube": 2, "x": 3, "instagram": 4}
 #: The Promidata sandbox's port offset from the Strava sandbox's port.
 PROMIDATA_PORT_OFFSET = 5
+#: The outreach sandboxes' port offsets from the Strava sandbox's port (8716-8719 by default).
+OUTREACH_PORT_OFFSETS = {"hunter": 6, "supabase": 7, "smtp": 8, "imap": 9}
+#: The webhook receiver (Strava push events, outreach unsubscribe links): 8720 by default.
+WEBHOOK_PORT_OFFSET = 10
+#: The sender mailbox of the outreach sandbox's demo campaign.
+OUTREACH_SANDBOX_SENDER = "sales@acme.test"
 
 
 def load_env_file(path: Path | None = None) -> None:
@@ -118,6 +124,38 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
         # The Promidata sandbox (`sync-pipeline suppliers sandbox`) and its image directory.
         "PROMIDATA_BASE_URL": f"http://127.0.0.1:{sandbox_port + PROMIDATA_PORT_OFFSET}",
         "PROMIDATA_IMAGES_DIR": str(home / "promidata-images"),
+        **outreach_sandbox_env(sandbox_port),
+    }
+
+
+def outreach_sandbox_env(sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[str, str]:
+    """Settings pointing the outreach clients at the sandboxes `make demo` starts (Hunter,
+    Supabase REST, SMTP, IMAP on fixed ports) and unsubscribe links at the webhook receiver."""
+    port = {name: sandbox_port + offset for name, offset in OUTREACH_PORT_OFFSETS.items()}
+    hunter = f"http://127.0.0.1:{port['hunter']}"
+    password = "sandbox-" + secrets.token_hex(8)
+    receiver = f"http://127.0.0.1:{sandbox_port + WEBHOOK_PORT_OFFSET}"
+    return {
+        "HUNTER_API_KEY": "sandbox-" + secrets.token_hex(8),
+        "HUNTER_BASE_URL": hunter,
+        "HUNTER_WEBSITE_URL": hunter + "/_sandbox/sites/{domain}",
+        **{
+            f"{protocol}_{name}": value
+            for protocol in ("SMTP", "IMAP")
+            for name, value in {
+                "HOST": "127.0.0.1",
+                "PORT": str(port[protocol.lower()]),
+                "USERNAME": OUTREACH_SANDBOX_SENDER,
+                "PASSWORD": password,
+                "SECURITY": "none",
+            }.items()
+        },
+        "SUPABASE_URL": f"http://127.0.0.1:{port['supabase']}",
+        "SUPABASE_SERVICE_KEY": "sandbox-" + secrets.token_hex(8),
+        "SUPABASE_TABLE": "prospects",
+        "OUTREACH_UNSUBSCRIBE_URL": receiver + "/outreach/unsubscribe/{token}",
+        "OUTREACH_UNSUBSCRIBE_KEY": secrets.token_urlsafe(32),
+        "OUTREACH_SOFT_BOUNCE_LIMIT": "3",
     }
 
 

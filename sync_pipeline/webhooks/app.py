@@ -254,8 +254,10 @@ def create_webhook_app(
     verify_token: str,
     subscription_ids: SubscriptionIds,
     max_body_bytes: int = 16384,
+    unsubscribe_key: str | None = None,
 ) -> Starlette:
-    """The receiver: ``GET``/``POST /webhooks/strava`` and ``GET /healthz``.
+    """The receiver: ``GET``/``POST /webhooks/strava`` and ``GET /healthz``; with an
+    ``unsubscribe_key``, also outreach's one-click unsubscribe (``webhooks/unsubscribe.py``).
 
     ``subscription_ids``: the accepted Strava subscription ids (a set, or a callable returning
     one, called per event); ``None`` accepts any. Events of other subscriptions get a 403.
@@ -341,10 +343,13 @@ def create_webhook_app(
             return JSONResponse({"status": "unavailable", "error": "database unreachable"}, 503)
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
-        routes=[
-            Route(STRAVA_PATH, validate_subscription, methods=["GET"]),
-            Route(STRAVA_PATH, receive_event, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ]
-    )
+    routes = [
+        Route(STRAVA_PATH, validate_subscription, methods=["GET"]),
+        Route(STRAVA_PATH, receive_event, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    if unsubscribe_key:
+        from sync_pipeline.webhooks.unsubscribe import unsubscribe_routes
+
+        routes.extend(unsubscribe_routes(db_url, unsubscribe_key))
+    return Starlette(routes=routes)

@@ -21,7 +21,7 @@ from sync_pipeline.cli import context
 from sync_pipeline.cli.main import cli
 from sync_pipeline.core import db
 from sync_pipeline.core.crypto import generate_key
-from sync_pipeline.core.settings import PLATFORM_PORTS
+from sync_pipeline.core.settings import PLATFORM_PORTS, outreach_sandbox_env
 from sync_pipeline.sandbox.promidata import (
     PromidataSandboxConfig,
     PromidataSandboxState,
@@ -178,6 +178,7 @@ def launchable(tmp_path: Path, cli_env: CliEnv, monkeypatch: pytest.MonkeyPatch)
         "STRAVA_STREETS_FILE": "",
         **{name: "http://127.0.0.1:9" for name in PLATFORM_VARIABLES if "URL" in name},
         **{name: "unused" for name in PLATFORM_VARIABLES if "CLIENT" in name},
+        **outreach_sandbox_env(9),  # nothing listens there: queued runs do not start here
     }
     for name, value in defaults.items():
         if name not in os.environ:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,8 +14,8 @@ from sqlalchemy import select
 from sync_pipeline.cli import context, devstack
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent
-from sync_pipeline.core.settings import PLATFORM_PORTS
-from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke
+from sync_pipeline.core.settings import PLATFORM_PORTS, outreach_sandbox_env
+from sync_pipeline_tests.cli.conftest import CliEnv, error_of, free_port, invoke, run_cli
 from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 from sync_pipeline_tests.serving import wait_until
 
@@ -121,3 +122,53 @@ def test_webhook_receiver_is_subscribed_and_stores_pushes(
         assert events == [(sub["id"], activity, athlete)]
     finally:
         second_stack.stop()
+
+
+def test_outreach_sandboxes_listen_where_the_settings_say_and_other_shells_reach_them(
+    cli_env: CliEnv,
+    stack: devstack.DevStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As `init` writes them (fixed ports; free ones here), in the `.env` every shell reads.
+    port = {name: free_port() for name in ("hunter", "supabase", "smtp", "imap")}
+    settings = {
+        **outreach_sandbox_env(),
+        "HUNTER_BASE_URL": f"http://127.0.0.1:{port['hunter']}",
+        "HUNTER_WEBSITE_URL": f"http://127.0.0.1:{port['hunter']}/_sandbox/sites/{{domain}}",
+        "SUPABASE_URL": f"http://127.0.0.1:{port['supabase']}",
+        "SMTP_PORT": str(port["smtp"]),
+        "IMAP_PORT": str(port["imap"]),
+    }
+    (tmp_path / ".env").write_text(
+        "".join(
+            f"{k}={v}\n"
+            for k, v in {
+                "SYNC_HOME": str(cli_env.home),
+                "SYNC_DATABASE_URL": cli_env.db_url,
+                "SYNC_TOKEN_KEY": cli_env.token_key,
+                "DAGSTER_HOME": str(cli_env.dagster_home),
+                **settings,
+            }.items()
+        )
+    )
+    with monkeypatch.context() as m:  # what `dev` loaded from `.env`
+        for name, value in settings.items():
+            m.setenv(name, value)
+        started = devstack.start_outreach(context.settings(), stack)
+    assert {k: started[k] for k in ("HUNTER_BASE_URL", "SMTP_PORT", "IMAP_PORT")} == {
+        k: settings[k] for k in ("HUNTER_BASE_URL", "SMTP_PORT", "IMAP_PORT")
+    }
+
+    # Another shell: nothing but the `.env` file.
+    listed = run_cli(tmp_path, "prospects", "list").stdout
+    hot = next(line.split()[0] for line in listed.splitlines() if " hot " in line)
+    website = run_cli(tmp_path, "outreach", "enrich-website", "--prospect", hot, "--direct")
+    address = run_cli(tmp_path, "outreach", "enrich-email", "--prospect", hot, "--direct")
+    crm = run_cli(tmp_path, "outreach", "crm", "--prospect", hot, "--direct")
+    status = run_cli(tmp_path, "outreach", "status")
+
+    assert website.stdout == f"{hot}: succeeded (domains_found 1, websites_up 1)\n"
+    assert address.stdout == f"{hot}: succeeded (emails_found 1)\n"
+    assert crm.stdout == "succeeded 1\n"
+    assert "enrich_email    succeeded       1" in status.stdout

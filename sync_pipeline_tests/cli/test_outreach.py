@@ -135,6 +135,7 @@ def test_send_and_enrich_directly_through_the_sandboxes(
         "IMAP_SECURITY": "none",
         "SUPABASE_URL": "http://127.0.0.1:9",
         "SUPABASE_SERVICE_KEY": "unused",
+        "OUTREACH_UNSUBSCRIBE_KEY": "cli-test-unsubscribe-key",
     }.items():
         monkeypatch.setenv(name, value)
     csv_file = tmp_path / "p.csv"
@@ -204,3 +205,69 @@ def test_replies_and_crm_directly_against_all_outreach_sandboxes(
         assert (row["id"], row["state"]) == ("p1", "replied")
     finally:
         boxes.stop()
+
+
+# -- without --direct: a Dagster run is queued (the shared launch path) ------------------------
+@pytest.mark.parametrize(
+    ("args", "job", "partition"),
+    [
+        (["enrich-website", "--prospect", "p1"], "outreach_website_prospect_sync", "p1"),
+        (["enrich-email", "--prospect", "p1"], "outreach_email_prospect_sync", "p1"),
+        (["send", "--prospect", "p1"], "outreach_send_prospect_sync", "p1"),
+        (["replies", "--prospect", "p1"], "outreach_reply_prospect_sync", "p1"),
+        (["crm", "--prospect", "p1"], "outreach_crm_prospect_sync", "p1"),
+        (["crm"], "outreach_crm_sweep_job", None),
+        (["replies"], "outreach_inbox_job", None),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else None,
+)
+def test_job_types_without_direct_queue_a_run(
+    cli_env: CliEnv,
+    campaign: str,
+    tmp_path: Path,
+    launchable: Path,
+    args: list[str],
+    job: str,
+    partition: str | None,
+) -> None:
+    import dagster as dg
+
+    from sync_pipeline.core import priorities
+    from sync_pipeline.defs.outreach.source import CRM
+    from sync_pipeline_tests.cli.test_main import runs
+
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text(
+        "id,first_name,last_name,company\np1,Hank,Scorpio,Globex\np2,Bill,Lumbergh,Initech\n"
+    )
+    invoke("prospects", "import", str(csv_file), "--campaign", campaign)
+
+    out = invoke("outreach", *args).stdout
+
+    [run] = runs(cli_env.dagster_home)
+    assert (run.job_name, run.status) == (job, dg.DagsterRunStatus.QUEUED)
+    assert run.tags.get("dagster/partition") == partition
+    assert (run.tags[priorities.PRIORITY_TAG], run.tags[priorities.TRIGGER_TAG]) == ("10", "cli")
+    what = f"{job}, prospect {partition}" if partition else job
+    assert out == (
+        f"queued run {run.run_id} ({what}, priority 10); follow it in the UI at "
+        f"/runs/{run.run_id}\n"
+    )
+    if job == "outreach_crm_sweep_job":
+        assert run.run_config == CRM.sweep_run_config(keys=["p1", "p2"])
+    if partition is not None:
+        with dg.DagsterInstance.get() as instance:
+            assert instance.has_dynamic_partition("prospects", partition)
+    assert _states(cli_env.db_url) == {"p1": "new", "p2": "new"}  # nothing ran: no daemon
+
+
+def _states(db_url: str) -> dict[str, str]:
+    with transaction(db_url) as s:
+        return {p.id: p.state for p in s.scalars(select(Prospect))}
+
+
+def test_queueing_an_unknown_prospect_fails_clearly(cli_env: CliEnv, launchable: Path) -> None:
+    result = invoke("outreach", "send", "--prospect", "nobody", exit_code=1)
+    assert error_of(result) == (
+        "Error: Unknown prospect(s): nobody; see `sync-pipeline prospects list`."
+    )

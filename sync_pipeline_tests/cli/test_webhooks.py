@@ -36,6 +36,7 @@ from sync_pipeline_tests.serving import wait_for_server, wait_until
 from sync_pipeline_tests.webhooks.test_receiver import make_event
 
 BIN = Path(sys.executable).parent
+UNSUBSCRIBE_KEY = "served-unsubscribe-key"
 TOKEN = "cli-verify-token-0123"
 VERIFY_ENV = "STRAVA_WEBHOOK_VERIFY_TOKEN"
 STARTUP_SECONDS = 60.0
@@ -76,6 +77,7 @@ def receiver(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> Ite
         SYNC_DATABASE_URL=db_url,
         SYNC_TOKEN_KEY=generate_key(),
         STRAVA_WEBHOOK_VERIFY_TOKEN=TOKEN,
+        OUTREACH_UNSUBSCRIBE_KEY=UNSUBSCRIBE_KEY,
     )
     args = [str(BIN / "sync-pipeline"), "webhooks", "serve", "--port", str(port)]
     args += ["--log-level", "warning", *(["--workers", str(workers)] if workers > 1 else [])]
@@ -132,6 +134,31 @@ def test_serve_stores_a_posted_event_and_stops_on_sigterm(receiver: Served) -> N
         f"webhook receiver on {url}/webhooks/strava (database {db.redact_url(db_url)}, "
         f"{receiver.workers} worker(s)); Ctrl-C stops it"
     ) in output
+
+
+def test_serve_answers_outreach_one_click_unsubscribes(receiver: Served) -> None:
+    from sync_pipeline.core.models import Campaign, Prospect
+    from sync_pipeline.defs.outreach.unsubscribe import unsubscribe_token
+
+    with transaction(receiver.db_url) as s:
+        s.add(Campaign(name="c", sender="s@acme.test", subject_template="Hi", body_template="."))
+        s.flush()
+        s.add(Prospect(id="p1", campaign="c", first_name="A", last_name="B", company="C"))
+    link = f"{receiver.url}/outreach/unsubscribe/{unsubscribe_token(UNSUBSCRIBE_KEY, 'p1')}"
+    forged = f"{receiver.url}/outreach/unsubscribe/{unsubscribe_token('guessed', 'p1')}"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    refused = httpx.post(forged, content=b"List-Unsubscribe=One-Click", headers=form, timeout=10)
+    shown = httpx.get(link, timeout=10)
+    with transaction(receiver.db_url) as s:
+        before = s.get(Prospect, "p1")
+        assert before is not None and before.state == "new"
+    done = httpx.post(link, content=b"List-Unsubscribe=One-Click", headers=form, timeout=10)
+
+    assert (refused.status_code, shown.status_code, done.status_code) == (403, 200, 200)
+    with transaction(receiver.db_url) as s:
+        after = s.get(Prospect, "p1")
+        assert after is not None and after.state == "unsubscribed"
 
 
 def test_serve_without_the_verify_token_names_the_variable(cli_env: CliEnv) -> None:

@@ -15,7 +15,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
@@ -511,14 +511,17 @@ class OutreachClients:
     imap: ImapResource
     supabase: SupabaseResource
     unsubscribe_url: str
-    min_confidence: int
+    unsubscribe_key: str = field(repr=False)
+    min_confidence: int = 70
+    soft_bounce_limit: int = 3
 
 
 def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
     """Outreach clients from settings (`env`: core.settings.Env). Variables: HUNTER_API_KEY,
     HUNTER_BASE_URL, HUNTER_WEBSITE_URL, SMTP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE,
     IMAP_HOST/PORT/USERNAME/PASSWORD/SECURITY/CA_FILE, SUPABASE_URL/SERVICE_KEY/TABLE,
-    OUTREACH_UNSUBSCRIBE_URL, OUTREACH_MIN_CONFIDENCE."""
+    OUTREACH_UNSUBSCRIBE_URL, OUTREACH_UNSUBSCRIBE_KEY, OUTREACH_MIN_CONFIDENCE,
+    OUTREACH_SOFT_BOUNCE_LIMIT."""
     return OutreachClients(
         hunter=HunterResource(
             app_db=app_db,
@@ -550,5 +553,7 @@ def outreach_clients(app_db: Any, env: Any) -> OutreachClients:
         unsubscribe_url=env(
             "OUTREACH_UNSUBSCRIBE_URL", default="https://outreach.invalid/unsubscribe/{token}"
         ),
+        unsubscribe_key=env("OUTREACH_UNSUBSCRIBE_KEY", default=""),
         min_confidence=int(env("OUTREACH_MIN_CONFIDENCE", default="70")),
+        soft_bounce_limit=int(env("OUTREACH_SOFT_BOUNCE_LIMIT", default="3")),
     )

@@ -45,6 +45,7 @@ from sync_pipeline.defs.outreach.resources import (
 )
 from sync_pipeline.defs.outreach.sync import (
     DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_SOFT_BOUNCE_LIMIT,
     SOURCE_CRM,
     SOURCE_EMAIL,
     SOURCE_REPLY,
@@ -79,6 +80,9 @@ class OutreachMailer(dg.ConfigurableResource):
     smtp: SmtpResource
     imap: ImapResource
     unsubscribe_url: str = "https://outreach.invalid/unsubscribe/{token}"
+    unsubscribe_key: str = Field(
+        default="", description="Signs each prospect's unsubscribe link (never logged)."
+    )
 
 
 class OutreachInbox(dg.ConfigurableResource):
@@ -86,6 +90,10 @@ class OutreachInbox(dg.ConfigurableResource):
 
     app_db: AppDatabaseResource
     imap: ImapResource
+    soft_bounce_limit: int = Field(
+        default=DEFAULT_SOFT_BOUNCE_LIMIT,
+        description="Soft bounces in a row (no delivery between) that make a prospect bounced.",
+    )
 
 
 class OutreachCrm(dg.ConfigurableResource):
@@ -201,18 +209,25 @@ def _imap(env: Env) -> ImapResource:
 
 
 def mailer_resource(app_db: AppDatabaseResource, env: Env) -> OutreachMailer:
-    """SMTP_* and IMAP_* settings, OUTREACH_UNSUBSCRIBE_URL."""
+    """SMTP_* and IMAP_* settings, OUTREACH_UNSUBSCRIBE_URL and OUTREACH_UNSUBSCRIBE_KEY."""
     return OutreachMailer(
         app_db=app_db,
         smtp=_smtp(env),
         imap=_imap(env),
         unsubscribe_url=env("OUTREACH_UNSUBSCRIBE_URL"),
+        unsubscribe_key=env("OUTREACH_UNSUBSCRIBE_KEY"),
     )
 
 
 def inbox_resource(app_db: AppDatabaseResource, env: Env) -> OutreachInbox:
-    """IMAP_* settings."""
-    return OutreachInbox(app_db=app_db, imap=_imap(env))
+    """IMAP_* settings and OUTREACH_SOFT_BOUNCE_LIMIT."""
+    return OutreachInbox(
+        app_db=app_db,
+        imap=_imap(env),
+        soft_bounce_limit=env(
+            "OUTREACH_SOFT_BOUNCE_LIMIT", default=str(DEFAULT_SOFT_BOUNCE_LIMIT), integer=True
+        ),
+    )
 
 
 def crm_resource(app_db: AppDatabaseResource, env: Env) -> OutreachCrm:
@@ -236,12 +251,14 @@ def _email(client: HunterResource, key: str, ctx: RunContext, options: EmailOpti
 
 
 def _send(client: OutreachMailer, key: str, ctx: RunContext, options: object) -> SyncOutcome:
-    settings = SendSettings(unsubscribe_url=client.unsubscribe_url)
+    settings = SendSettings(
+        unsubscribe_url=client.unsubscribe_url, unsubscribe_key=client.unsubscribe_key
+    )
     return send_email(client.smtp, client.imap, client.app_db, key, ctx, settings=settings)
 
 
 def _reply(client: OutreachInbox, key: str, ctx: RunContext, options: object) -> SyncOutcome:
-    return process_reply(client.app_db, key, ctx)
+    return process_reply(client.app_db, key, ctx, soft_bounce_limit=client.soft_bounce_limit)
 
 
 def _crm_many(

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -58,6 +58,7 @@ from sync_pipeline.defs.outreach.resources import (
     SmtpResource,
     SupabaseResource,
 )
+from sync_pipeline.defs.outreach.unsubscribe import unsubscribe_token, unsubscribe_url
 
 SOURCE = "outreach"
 SOURCE_WEBSITE = "outreach_website"
@@ -102,6 +103,10 @@ AGING = dt.timedelta(days=1)
 FINAL = ("replied", "bounced", "unsubscribed", "done")
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MSGID_RE = re.compile(r"<[^<>\s]+>")
+#: Outgoing messages: headers fold only past RFC 5322's 998 characters, so a long
+#: List-Unsubscribe URL stays one plain header line (the 78-character default would turn it
+#: into RFC 2047 encoded words, which mail clients do not read as a URL).
+OUTGOING = default_policy.clone(max_line_length=998)
 
 
 class TemplateError(PermanentError):
@@ -266,10 +271,12 @@ def enrich_email(
 # -- sending ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SendSettings:
-    """Where unsubscribe requests go; both are announced in List-Unsubscribe (RFC 8058)."""
+    """Where unsubscribe requests go (both announced in List-Unsubscribe, RFC 8058) and the
+    key signing each prospect's link (OUTREACH_UNSUBSCRIBE_KEY; nothing is sent without it)."""
 
     unsubscribe_url: str = "https://outreach.invalid/unsubscribe/{token}"
     unsubscribe_mailto: str | None = None
+    unsubscribe_key: str = field(default="", repr=False)
 
 
 def message_id(campaign: str, prospect_id: str, step: int, sender: str) -> str:
@@ -277,11 +284,6 @@ def message_id(campaign: str, prospect_id: str, step: int, sender: str) -> str:
     digest = hashlib.sha256(f"{campaign}\x00{prospect_id}\x00{step}".encode()).hexdigest()[:32]
     domain = sender.rpartition("@")[2] or "outreach.invalid"
     return f"<outreach.{digest}@{domain}>"
-
-
-def unsubscribe_token(prospect_id: str, campaign: str) -> str:
-    """An opaque token naming the prospect in unsubscribe links."""
-    return hashlib.sha256(f"unsubscribe\x00{campaign}\x00{prospect_id}".encode()).hexdigest()[:24]
 
 
 def business_open(now: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
@@ -320,7 +322,6 @@ def template_variables(
     prospect: Prospect, campaign: Campaign, settings: SendSettings
 ) -> dict[str, Any]:
     """What a template may use."""
-    token = unsubscribe_token(prospect.id, campaign.name)
     return {
         "first_name": prospect.first_name,
         "last_name": prospect.last_name,
@@ -330,15 +331,15 @@ def template_variables(
         "tier": prospect.tier,
         "campaign": campaign.name,
         "sender": campaign.sender,
-        "unsubscribe_url": settings.unsubscribe_url.format(token=token),
+        "unsubscribe_url": unsubscribe_url(
+            settings.unsubscribe_url, settings.unsubscribe_key, prospect.id
+        ),
     }
 
 
-def build_message(
-    row: OutboxMessage, previous: str | None, settings: SendSettings, campaign: str
-) -> EmailMessage:
+def build_message(row: OutboxMessage, previous: str | None, settings: SendSettings) -> EmailMessage:
     """The e-mail of an outbox row (the same bytes-to-be on every attempt)."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=OUTGOING)
     msg["From"] = row.sender
     msg["To"] = row.recipient
     msg["Subject"] = row.subject
@@ -347,7 +348,7 @@ def build_message(
     if previous:
         msg["In-Reply-To"] = previous
         msg["References"] = previous
-    token = unsubscribe_token(row.prospect_id, campaign)
+    token = unsubscribe_token(settings.unsubscribe_key, row.prospect_id)
     targets = [f"<{settings.unsubscribe_url.format(token=token)}>"]
     if settings.unsubscribe_mailto:
         targets.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-{token}>")
@@ -462,6 +463,8 @@ def send_email(
                 f"outside business hours in {current.timezone}; opens {opens:%Y-%m-%d %H:%M} UTC",
                 retry_at=opens.timestamp(),
             )
+        # Every message carries the prospect's signed one-click link: no key, no mail.
+        unsubscribe_token(settings.unsubscribe_key, prospect_id)
         # 3. The outbox row, rendered and committed before anything is sent.
         mid = message_id(camp.name, prospect_id, step, camp.sender)
         with transaction(db_url) as s:
@@ -495,7 +498,7 @@ def send_email(
                 f"mailbox {camp.sender}: daily cap or minimum gap reached", retry_at=reset
             )
         previous = message_id(camp.name, prospect_id, step - 1, camp.sender) if step else None
-        message = build_message(row, previous, settings, camp.name)
+        message = build_message(row, previous, settings)
         with transaction(db_url) as s:
             s.execute(
                 update(OutboxMessage)
@@ -580,13 +583,21 @@ def send_queue(db_url: str, now: dt.datetime, limit: int | None = None) -> list[
 
 # -- replies ---------------------------------------------------------------------------------
 AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+#: RFC 3464 actions of a DSN saying the message arrived (or left for a final hop).
+DSN_SUCCESS = frozenset({"delivered", "relayed", "expanded"})
+#: Soft bounces (distinct messages of ours) in a row, without a sign of delivery in between,
+#: after which the prospect counts as bounced (OUTREACH_SOFT_BOUNCE_LIMIT).
+DEFAULT_SOFT_BOUNCE_LIMIT = 3
+#: Inbound mail proving that the prospect's mailbox takes our mail again: resets the count.
+DELIVERY_SIGNS = frozenset({"human", "auto_reply", "unsubscribe", "delivered"})
 
 
 @dataclass(frozen=True)
 class Classified:
     """What an inbound message is and which of our messages it answers."""
 
-    classification: str  # human | auto_reply | bounce_hard | bounce_soft | unsubscribe
+    # human | auto_reply | bounce_hard | bounce_soft | delivered | unsubscribe
+    classification: str
     detail: str | None
     refs: tuple[str, ...]
 
@@ -624,7 +635,8 @@ def _original_ids(msg: Message) -> list[str]:
 
 
 def classify(msg: Message) -> Classified:
-    """Human reply, RFC 3834 auto-reply, or a DSN bounce (hard 5.x.x vs soft 4.x.x)."""
+    """Human reply, RFC 3834 auto-reply, or a DSN: bounce (hard 5.x.x vs soft 4.x.x) or a
+    success notice (2.x.x, Action delivered/relayed/expanded)."""
     refs = [
         *MSGID_RE.findall(str(msg.get("In-Reply-To") or "")),
         *MSGID_RE.findall(str(msg.get("References") or "")),
@@ -634,7 +646,8 @@ def classify(msg: Message) -> Classified:
     ):
         status, action = _delivery_status(msg)
         hard = (status or "").startswith("5") or (action or "").lower() == "failed"
-        kind = "bounce_hard" if hard else "bounce_soft"
+        delivered = (status or "").startswith("2") or (action or "").lower() in DSN_SUCCESS
+        kind = "bounce_hard" if hard else ("delivered" if delivered else "bounce_soft")
         return Classified(kind, f"Status {status}, Action {action}", (*refs, *_original_ids(msg)))
     auto_submitted = str(msg.get("Auto-Submitted") or "").strip().lower()
     if auto_submitted and auto_submitted != "no":
@@ -729,12 +742,35 @@ REPLY_STATES = {
     "unsubscribe": "unsubscribed",
     "bounce_hard": "bounced",
     "auto_reply": None,
-    "bounce_soft": None,
+    "bounce_soft": None,  # counted: see soft_bounce_streak
+    "delivered": None,
 }
 
 
-def process_reply(app_db: AppDatabaseResource, prospect_id: str, ctx: RunContext) -> SyncOutcome:
-    """Apply the prospect's new inbound mail to its state (first reply stops follow-ups)."""
+def soft_bounce_streak(rows: Sequence[InboundMessage]) -> tuple[int, str | None]:
+    """How many of our messages soft-bounced since the last sign of delivery (several delay
+    notices about one message count once), and the last one's DSN detail; `rows` in order."""
+    bounced: set[str] = set()
+    detail: str | None = None
+    for row in rows:
+        if row.classification in DELIVERY_SIGNS:
+            bounced.clear()
+            detail = None
+        elif row.classification == "bounce_soft":
+            bounced.add(row.outbox_message_id or f"inbound {row.id}")
+            detail = row.detail
+    return len(bounced), detail
+
+
+def process_reply(
+    app_db: AppDatabaseResource,
+    prospect_id: str,
+    ctx: RunContext,
+    *,
+    soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT,
+) -> SyncOutcome:
+    """Apply the prospect's new inbound mail to its state (first reply stops follow-ups);
+    `soft_bounce_limit` soft bounces in a row without a delivery make the prospect bounced."""
     db_url = app_db.url
     cp = app_db.checkpoints(SOURCE_REPLY, ttl=LEASE_TTL[SOURCE_REPLY])
     outcome = SyncOutcome(key=prospect_id, mode="incremental")
@@ -770,6 +806,24 @@ def process_reply(app_db: AppDatabaseResource, prospect_id: str, ctx: RunContext
                     )[:2000]
                 row.applied_at = utcnow()
                 outcome.add(**{row.classification: 1})
+            if any(r.classification == "bounce_soft" for r in rows) and current.state not in (
+                "unsubscribed",
+                "bounced",
+                "replied",
+            ):
+                history = s.scalars(
+                    select(InboundMessage)
+                    .where(InboundMessage.prospect_id == prospect_id)
+                    .order_by(InboundMessage.id)
+                ).all()
+                streak, detail = soft_bounce_streak(history)
+                if streak >= soft_bounce_limit:
+                    current.state = "bounced"
+                    current.state_reason = (
+                        f"{streak} soft bounces in a row without a delivery (limit "
+                        f"{soft_bounce_limit}); last: {detail}"
+                    )[:2000]
+                    outcome.add(soft_bounce_limit_reached=1)
         if not rows:
             outcome.add(already_done=1)
 

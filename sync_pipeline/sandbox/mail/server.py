@@ -107,12 +107,19 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
 class MailSandbox:
     """SMTP + IMAP servers sharing one in-memory mail store, in a daemon thread."""
 
-    def __init__(self, config: MailConfig | None = None, faults: FaultBook | None = None) -> None:
+    def __init__(
+        self,
+        config: MailConfig | None = None,
+        faults: FaultBook | None = None,
+        *,
+        smtp_port: int = 0,
+        imap_port: int = 0,
+    ) -> None:
         self.config = config or MailConfig()
         self.faults = faults or FaultBook()
         self.accepted = 0  # messages answered 250 at DATA
-        self.smtp_port = 0
-        self.imap_port = 0
+        self.smtp_port = smtp_port  # 0: a free port, known once started
+        self.imap_port = imap_port
         self.ca_file: Path | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -127,7 +134,8 @@ class MailSandbox:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> MailSandbox:
-        """Start both servers on free loopback ports; returns once they accept connections."""
+        """Start both servers on loopback (the ports given, else free ones); returns once they
+        accept connections (OSError when a port is taken)."""
         # aiosmtpd warns on every AUTH session about its own deprecated attribute.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         if self.config.starttls:
@@ -137,6 +145,8 @@ class MailSandbox:
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             self.stop()
+            if isinstance(self._error, OSError):
+                raise self._error
             raise RuntimeError("mail sandbox failed to start") from self._error
         return self
 
@@ -200,10 +210,16 @@ class MailSandbox:
             await self._add_user(address, password)
         imap = IMAPServer(self._login, config)
         callback = ProxyProtocolReader(config.proxy_protocol).get_callback(imap)
-        imap_server = await asyncio.start_server(callback, host="127.0.0.1", port=0)
+        imap_server = await asyncio.start_server(callback, host="127.0.0.1", port=self.imap_port)
         self.imap_port = imap_server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
-        smtp_server = await loop.create_server(self._smtp_protocol, host="127.0.0.1", port=0)
+        try:
+            smtp_server = await loop.create_server(
+                self._smtp_protocol, host="127.0.0.1", port=self.smtp_port
+            )
+        except OSError:
+            imap_server.close()
+            raise
         self.smtp_port = smtp_server.sockets[0].getsockname()[1]
         self._servers = [imap_server, smtp_server]
 
@@ -287,10 +303,14 @@ class MailSandbox:
         """File a message in a mailbox (a reply arriving from outside, in tests and demos)."""
         self._call(self._append(address, raw, mailbox))
 
+    def raw_messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The messages in a mailbox as stored (the bytes a mail client reads), oldest first."""
+        return self._call(self._read(address, mailbox))
+
     def messages(self, address: str, mailbox: str = "INBOX") -> list[EmailMessage]:
         """The messages in a mailbox, parsed, oldest first."""
         parser = BytesParser(_class=EmailMessage, policy=default_policy)
-        return [parser.parsebytes(raw) for raw in self._call(self._read(address, mailbox))]
+        return [parser.parsebytes(raw) for raw in self.raw_messages(address, mailbox)]
 
     def next_queue_id(self) -> str:
         """An id for the ``250 queued as`` answer."""

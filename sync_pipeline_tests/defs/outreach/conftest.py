@@ -18,6 +18,7 @@ from sync_pipeline.defs.outreach.resources import (
     SmtpResource,
     SupabaseResource,
 )
+from sync_pipeline.defs.outreach.sync import SendSettings
 from sync_pipeline.sandbox.mail.server import MailSandbox
 from sync_pipeline_tests.outreach import (
     CRM_TABLE,
@@ -32,6 +33,9 @@ from sync_pipeline_tests.outreach import (
 #: A Wednesday, 10:00 in Europe/Berlin: business hours.
 OPEN = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
 CTX = RunContext(owner="test-run")
+#: Signs the unsubscribe links of the tests' messages (OUTREACH_UNSUBSCRIBE_KEY).
+UNSUBSCRIBE_KEY = "test-unsubscribe-key-3f9a1c"
+SEND_SETTINGS = SendSettings(unsubscribe_key=UNSUBSCRIBE_KEY)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -19,7 +20,7 @@ from sync_pipeline.defs.outreach.sync import (
     send_email,
 )
 from sync_pipeline.sandbox.mail.server import MailSandbox
-from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, add_campaign
+from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, SEND_SETTINGS, add_campaign
 from sync_pipeline_tests.outreach import SENDER
 
 
@@ -77,7 +78,10 @@ def test_inbound_mail_is_matched_classified_and_applied(
 ) -> None:
     add_campaign(app_db.url)
     pid = add_prospect("p1", email=address)
-    assert send_email(smtp, imap, app_db, pid, CTX, now=OPEN).status == "succeeded"
+    assert (
+        send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN).status
+        == "succeeded"
+    )
     sent_id = message_id("launch", pid, 0, SENDER)
     if reply is not None:  # bounces and the sandbox's auto-replies arrive by themselves
         headers = {"Auto_Submitted": "auto-replied"} if classification == "auto_reply" else {}
@@ -105,13 +109,15 @@ def test_the_first_reply_stops_follow_ups(
 
     add_campaign(app_db.url)
     pid = add_prospect("p1", email="hank@globex.test")
-    send_email(smtp, imap, app_db, pid, CTX, now=OPEN)
+    send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN)
     mail_box.deliver(
         SENDER, _reply("hank@globex.test", message_id("launch", pid, 0, SENDER), "Yes")
     )
     poll_inbox(imap, app_db.url)
     process_reply(app_db, pid, CTX)
-    later = send_email(smtp, imap, app_db, pid, CTX, now=OPEN + dt.timedelta(days=10))
+    later = send_email(
+        smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN + dt.timedelta(days=10)
+    )
     assert later.figures == {"not_eligible": 1}
     assert len(mail_box.messages("hank@globex.test")) == 1
 
@@ -135,3 +141,105 @@ def test_unmatched_and_malformed_mail_is_recorded_not_lost(
     mail_box.deliver(SENDER, raw)
     assert poll_inbox(imap, app_db.url) == []
     assert _inbound(app_db.url) == [(match, classification, None)]
+
+
+# -- soft bounces: the sandbox answers each message to full@initech.test with a 4.2.2 DSN ------
+def _send_next(
+    smtp: SmtpResource, imap: ImapResource, app_db: AppDatabaseResource, pid: str
+) -> None:
+    """Send the prospect's next step (its follow-up made due), then read and apply the inbox."""
+    with transaction(app_db.url) as s:
+        prospect = s.get(Prospect, pid)
+        assert prospect is not None
+        prospect.last_sent_at = OPEN - dt.timedelta(days=1) if prospect.step else None
+    sent = send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN)
+    assert sent.figures == {"sent": 1}
+    assert poll_inbox(imap, app_db.url) == [pid]
+
+
+def _reason(db_url: str, pid: str) -> str | None:
+    with transaction(db_url) as s:
+        prospect = s.get(Prospect, pid)
+        assert prospect is not None
+        return prospect.state_reason
+
+
+FOLLOW_UPS = [{"delay_days": 0, "subject": f"Again {n}", "body": "Again."} for n in range(6)]
+
+
+@pytest.mark.parametrize("limit", [3, 2])
+def test_soft_bounces_in_a_row_make_the_prospect_bounced(
+    app_db: AppDatabaseResource,
+    smtp: SmtpResource,
+    imap: ImapResource,
+    mail_box: MailSandbox,
+    add_prospect: Callable[..., str],
+    limit: int,
+) -> None:
+    add_campaign(app_db.url, followups=FOLLOW_UPS)
+    pid = add_prospect("p1", email="full@initech.test")
+    states = []
+    for _ in range(limit):
+        _send_next(smtp, imap, app_db, pid)
+        outcome = process_reply(app_db, pid, CTX, soft_bounce_limit=limit)
+        states.append(_state(app_db.url, pid))
+
+    assert states == ["contacted"] * (limit - 1) + ["bounced"]
+    assert outcome.figures == {"bounce_soft": 1, "soft_bounce_limit_reached": 1}
+    assert _reason(app_db.url, pid) == (
+        f"{limit} soft bounces in a row without a delivery (limit {limit}); "
+        "last: Status 4.2.2, Action delayed"
+    )
+    later = send_email(smtp, imap, app_db, pid, CTX, settings=SEND_SETTINGS, now=OPEN)
+    assert later.figures == {"not_eligible": 1}
+    assert len(mail_box.messages("full@initech.test")) == limit
+
+
+def test_a_delivery_between_soft_bounces_resets_the_count(
+    app_db: AppDatabaseResource,
+    smtp: SmtpResource,
+    imap: ImapResource,
+    mail_box: MailSandbox,
+    add_prospect: Callable[..., str],
+) -> None:
+    address = "full@initech.test"
+    add_campaign(app_db.url, followups=FOLLOW_UPS)
+    pid = add_prospect("p1", email=address)
+    history = []
+    # Two soft bounces; then the mailbox takes mail again (its out-of-office answers); then
+    # it bounces softly again: two in a row are below the limit of 3, the third one is not.
+    for answer in ("soft", "soft", "auto_reply", "soft", "soft", "soft"):
+        mail_box.config.soft_bounce = {address} if answer == "soft" else set()
+        mail_box.config.auto_reply = {address} if answer == "auto_reply" else set()
+        _send_next(smtp, imap, app_db, pid)
+        figures = process_reply(app_db, pid, CTX, soft_bounce_limit=3).figures
+        history.append((sorted(figures), _state(app_db.url, pid)))
+
+    assert history == [
+        (["bounce_soft"], "contacted"),
+        (["bounce_soft"], "contacted"),
+        (["auto_reply"], "contacted"),
+        (["bounce_soft"], "contacted"),
+        (["bounce_soft"], "contacted"),
+        (["bounce_soft", "soft_bounce_limit_reached"], "bounced"),
+    ]
+
+
+def test_a_success_dsn_is_a_delivery_not_a_bounce() -> None:
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    from sync_pipeline.defs.outreach.sync import classify
+
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report.attach(MIMEText("Your message was delivered.\n"))
+    per_message, per_rcpt = EmailMessage(), EmailMessage()
+    per_message["Reporting-MTA"] = "dns; mx.example"
+    per_rcpt["Final-Recipient"] = "rfc822; hank@globex.test"
+    per_rcpt["Action"], per_rcpt["Status"] = "delivered", "2.0.0"
+    status = EmailMessage()
+    status["Content-Type"] = "message/delivery-status"
+    status.set_payload([per_message, per_rcpt])
+    report.attach(status)
+
+    assert classify(report).classification == "delivered"

@@ -30,11 +30,13 @@ from sync_pipeline.defs.outreach.sync import (
     send_queue,
 )
 from sync_pipeline.sandbox.mail.server import MailSandbox
-from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, add_campaign
+from sync_pipeline_tests.defs.outreach.conftest import CTX, OPEN, UNSUBSCRIBE_KEY, add_campaign
 from sync_pipeline_tests.outreach import SENDER
 
 SETTINGS = SendSettings(
-    unsubscribe_url="https://acme.test/u/{token}", unsubscribe_mailto="unsubscribe@acme.test"
+    unsubscribe_url="https://acme.test/u/{token}",
+    unsubscribe_mailto="unsubscribe@acme.test",
+    unsubscribe_key=UNSUBSCRIBE_KEY,
 )
 
 
@@ -300,7 +302,7 @@ from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.core.sync_runner import SyncOutcome
 from sync_pipeline.core.sync_runner import RunContext
 from sync_pipeline.defs.outreach.resources import ImapResource, SmtpResource
-from sync_pipeline.defs.outreach.sync import send_email
+from sync_pipeline.defs.outreach.sync import SendSettings, send_email
 import datetime as dt
 
 cfg = json.loads(sys.argv[1])
@@ -315,6 +317,7 @@ def accepted() -> None:
 send_email(
     smtp, imap, app_db, cfg["prospect"], RunContext(owner="child-run"),
     now=dt.datetime.fromisoformat(cfg["now"]), after_accept=accepted,
+    settings=SendSettings(unsubscribe_key=cfg["unsubscribe_key"]),
 )
 print("COMMITTED", flush=True)
 """
@@ -337,6 +340,7 @@ def test_killed_between_smtp_accept_and_commit_leaves_exactly_one_copy(
         "imap": imap.model_dump(),
         "prospect": pid,
         "now": OPEN.isoformat(),
+        "unsubscribe_key": UNSUBSCRIBE_KEY,
     }
     with subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(cfg)],

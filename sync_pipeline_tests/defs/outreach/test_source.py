@@ -29,7 +29,7 @@ from sync_pipeline.defs.outreach.source import (
 from sync_pipeline.defs.outreach.sync import SOURCE_SEND, business_open, message_id
 from sync_pipeline.sandbox.mail.server import MailSandbox
 from sync_pipeline_tests import sensors
-from sync_pipeline_tests.defs.outreach.conftest import add_campaign
+from sync_pipeline_tests.defs.outreach.conftest import UNSUBSCRIBE_KEY, add_campaign
 from sync_pipeline_tests.outreach import SENDER
 from sync_pipeline_tests.sensors import apply
 
@@ -107,7 +107,7 @@ def test_sensors_add_partitions_send_and_turn_replies_into_runs(
     assert instance.get_dynamic_partitions("prospects") == ["p1"]
     assert [r.job_name for r in sensors.of_group(result, "outreach")] == [SEND.single_job_name]
 
-    mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap)
+    mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap, unsubscribe_key=UNSUBSCRIBE_KEY)
     sent = dg.materialize(
         [source_defs(SEND).asset],
         partition_key="p1",
@@ -153,7 +153,7 @@ def test_a_poison_prospect_does_not_block_the_others_and_is_redriven(
     add_prospect("good1", email="a@globex.test", timezone=zone)
     add_prospect("poison", campaign="broken", email="b@globex.test", timezone=zone)
     add_prospect("good2", email="c@globex.test", timezone=zone)
-    mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap)
+    mailer = OutreachMailer(app_db=app_db, smtp=smtp, imap=imap, unsubscribe_key=UNSUBSCRIBE_KEY)
     instance.add_dynamic_partitions("prospects", ["good1", "poison", "good2"])
 
     result = source_defs(SEND).sweep_job.execute_in_process(
