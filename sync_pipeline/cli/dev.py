@@ -27,7 +27,11 @@ DAGSTER_WARNING_FILTERS = ",".join(
 
 @click.command()
 @click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
-@click.option("--port", default=3000, show_default=True, help="Dagster UI port.")
+@click.option(
+    "--port",
+    type=int,
+    help="Dagster UI port [default: the port of DAGSTER_WEBSERVER_URL, else 3000].",
+)
 @click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
 @click.option(
     "--code-port",
@@ -42,11 +46,17 @@ DAGSTER_WARNING_FILTERS = ",".join(
     show_default=True,
     help="Log level of Dagster's UI and daemon (info also logs every sensor tick).",
 )
-def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level: str) -> None:
+def dev(
+    n_athletes: int, port: int | None, sandbox_port: int, code_port: int, log_level: str
+) -> None:
     """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
+    from urllib.parse import urlsplit
+
     from sync_pipeline.defs.strava.athletes import connect_via_oauth
 
     s = context.init_home(sandbox_port=sandbox_port)
+    configured = urlsplit(s.webserver_url).port or 3000
+    port = configured if port is None else port
     if not s.strava_base_url.startswith("http://127.0.0.1"):
         raise click.ClickException(
             "`dev` runs against the sandbox; .env points STRAVA_BASE_URL elsewhere. "
@@ -98,6 +108,11 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
             f"127.0.0.1:{outreach_env['IMAP_PORT']}; campaign demo with 4 prospects.\n"
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
         )
+        if port != configured:
+            click.echo(
+                f"`sync-pipeline sync` queues runs through DAGSTER_WEBSERVER_URL="
+                f"{s.webserver_url}; set it to http://127.0.0.1:{port} in .env to use this UI."
+            )
         dagster_env = {
             **os.environ,
             **outreach_env,  # this demo's outreach sandboxes (ports chosen at start)
@@ -109,7 +124,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
             f"Code server on 127.0.0.1:{code_port}; queue a sync from another shell with\n"
             f"  dagster job launch -w {s.home / 'workspace.yaml'} -j strava_athlete_sync "
             """--tags '{"dagster/partition": "<athlete id>", "dagster/priority": "10"}'\n"""
-            "or `sync-pipeline sync strava --athlete <id>` (both reuse this code server)."
+            "or `sync-pipeline sync strava --athlete <id>` (through the UI's GraphQL API)."
         )
         child = subprocess.Popen(
             [
