@@ -89,8 +89,10 @@ def submit_to_webserver(
             tags=tags,
         )
     except DagsterGraphQLClientError as exc:
+        cause = exc.__cause__  # the client's own message repeats the whole query
+        detail = f"{cause}" if cause is not None else ": ".join(str(a) for a in exc.args)
         raise click.ClickException(
-            f"The Dagster webserver at {url} did not queue {job}: {exc}"
+            f"The Dagster webserver at {url} did not queue {job}: {detail}"
         ) from exc
 
 

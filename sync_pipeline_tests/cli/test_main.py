@@ -741,7 +741,12 @@ def test_queueing_prints_one_line_per_run_and_not_dagsters_log(
         f"queued run {run.run_id} (strava_athlete_sync, athlete {athlete}, priority 10); "
         f"follow it in the UI at /runs/{run.run_id}\n"
     )
-    assert result.stderr == ""
+    # No webserver answers (see `launchable`): one line says which path queued the run.
+    assert result.stderr == (
+        f"DAGSTER_WEBSERVER_URL={os.environ['DAGSTER_WEBSERVER_URL']}: no Dagster webserver "
+        "answers there; queueing with `dagster job launch` instead (slower: a process of its "
+        "own)\n"
+    )
 
 
 def test_queueing_refuses_a_dotenv_in_the_dagster_home(
