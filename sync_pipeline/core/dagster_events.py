@@ -14,8 +14,8 @@ from sync_pipeline.core.http import TransientHttpError
 from sync_pipeline.core.models import SyncState
 from sync_pipeline.core.priorities import SOURCE_TAG
 
-#: Dagster's tag saying whether its run retries will re-execute a failed run.
-WILL_RETRY_TAG = "dagster/will_retry"
+#: Dagster's tag of how often its run retries may re-execute a failed run.
+MAX_RETRIES_TAG = "dagster/max_retries"
 
 RETRY_POLICY = dg.RetryPolicy(
     max_retries=3,
@@ -49,7 +49,7 @@ def fail_dead_direct_run(instance: dg.DagsterInstance, held: SyncState, by: str)
         return
     parts = (held.lease_process or "").split(" ")
     process = f"pid {parts[2]} on {parts[0]}" if len(parts) == 4 else "its process"
-    instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # nothing to retry it from
+    instance.add_run_tags(run.run_id, {MAX_RETRIES_TAG: "0"})  # no code location to retry from
     instance.report_run_failed(
         run,
         f"The process of this run ({process}) ended before the run finished (killed?); run "
