@@ -34,6 +34,7 @@ from sync_pipeline_tests.serving import wait_for_server
 pytestmark = pytest.mark.daemon
 
 QUEUED = re.compile(r"^queued run ([0-9a-f-]{36}) ")
+REPOSITORIES = "{repositoriesOrError{...on RepositoryConnection{nodes{name}}}}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_server(
-            f"{url}/graphql?query={{repositoriesOrError{{...on RepositoryConnection{{nodes{{name}}}}}}}}",
+            f"{url}/graphql?query={REPOSITORIES}",
             proc,
             STARTUP_SECONDS * 2,
             what="dagster-webserver with the code location",
