@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import click
 
 from sync_pipeline.cli import context, devstack
-from sync_pipeline.cli.sandbox import start_sandbox
+from sync_pipeline.cli.sandbox import sandbox_athletes, start_sandbox
 from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT
 
 #: Warnings of Dagster about Dagster itself, repeated at every code load (PYTHONWARNINGS
@@ -90,7 +89,7 @@ def dev(
         from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 
         already = set(connected_athlete_ids(strava.app_db.url))
-        sandbox_ids = [int(a["id"]) for a in _sandbox_athletes(server.url)]
+        sandbox_ids = [int(a["id"]) for a in sandbox_athletes(server.url)]
         for sandbox_id in sandbox_ids:
             if sandbox_id not in already:
                 connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
@@ -168,12 +167,3 @@ def dev(
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
-    import httpx
-
-    response = httpx.get(f"{url}/_sandbox/athletes", timeout=10)
-    response.raise_for_status()
-    result: list[dict[str, Any]] = response.json()
-    return result

@@ -443,6 +443,26 @@ def test_athletes_connect_count_takes_the_next_unconnected(
     assert athletes_in(cli_env.db_url) == {ids[0]: "connected", ids[1]: "connected"}
 
 
+def test_athletes_connect_count_never_connects_an_athlete_twice(
+    cli_env: CliEnv, strava_env: Sandbox
+) -> None:
+    ids = [strava_env.state.add_athlete(0) for _ in range(2)]
+    invoke("athletes", "connect", "--sandbox-athlete", str(ids[0]))
+
+    some = invoke("athletes", "connect", "--count", "3", exit_code=1)
+    none = invoke("athletes", "connect", "--count", "3", exit_code=1)
+
+    advice = (
+        "all 2 sandbox athletes are connected already. Start the sandbox with more "
+        "(`sync-pipeline sandbox --athletes N`), or connect one again with --sandbox-athlete ID."
+    )
+    assert some.stdout == f"connected athlete {ids[1]}\n"
+    assert error_of(some) == f"Error: connected 1 of 3: {advice}"
+    assert none.stdout == ""
+    assert error_of(none) == f"Error: connected none: {advice}"
+    assert athletes_in(cli_env.db_url) == {ids[0]: "connected", ids[1]: "connected"}
+
+
 def test_disconnect_no_revoke_keeps_the_grant_at_strava(
     cli_env: CliEnv, strava_env: Sandbox
 ) -> None:
