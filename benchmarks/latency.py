@@ -183,8 +183,10 @@ class Webserver:
         self.url = f"http://127.0.0.1:{self.port}"
         with log_path.open("ab") as sink:
             self.proc = subprocess.Popen(
-                [str(BIN / "dagster-webserver"), "-w", str(WORKSPACE)]
-                + ["-h", "127.0.0.1", "-p", str(self.port)],
+                [
+                    *(str(BIN / "dagster-webserver"), "-w", str(WORKSPACE)),
+                    *("-h", "127.0.0.1", "-p", str(self.port)),
+                ],
                 cwd=workdir,
                 env=env,
                 stdout=sink,
@@ -385,14 +387,9 @@ def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
                 )
                 log("latency: `sync-pipeline sync strava --athlete` with no webserver")
                 nowhere = {**env, "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{free_port()}"}
+                no_webserver = sync_pipeline_cli(nowhere, work)
                 results["pipeline"]["manual_cli_no_webserver"] = manual_pipeline(
-                    sandbox,
-                    app_db,
-                    instance,
-                    daemon,
-                    sync_pipeline_cli(nowhere, work),
-                    ids,
-                    samples,
+                    sandbox, app_db, instance, daemon, no_webserver, ids, samples
                 )
                 webserver = Webserver(env, work, root / "webserver.log")
                 try:
