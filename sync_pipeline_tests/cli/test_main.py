@@ -821,7 +821,8 @@ def test_queueing_through_an_unreachable_code_server_names_sync_code_server(
 
     result = invoke("sync", "strava", "--all", exit_code=1)
 
-    message = error_of(result)
+    assert result.stderr.startswith(fallback_line())  # no webserver: `dagster job launch`
+    message = "Error: " + error_of(result).split(" Error: ", 1)[1]
     assert message.startswith(f"Error: Cannot reach the Dagster code server at 127.0.0.1:{port} (")
     assert message.endswith(
         "), named by SYNC_CODE_SERVER. Start it (`dagster code-server start -m "
@@ -840,7 +841,8 @@ def test_a_malformed_sync_code_server_is_a_clear_error(
 
     result = invoke("dead-letters", "redrive", "--partition", "1001", exit_code=1)
 
-    assert error_of(result) == (
+    assert result.stderr.startswith(fallback_line())  # no webserver: `dagster job launch`
+    assert "Error: " + error_of(result).split(" Error: ", 1)[1] == (
         f"Error: SYNC_CODE_SERVER={value!r} is not host:port (e.g. 127.0.0.1:4266). Set it to "
         "the address of a running `dagster code-server start -m sync_pipeline.definitions "
         "-p PORT`, or unset it to load the code for each launch."
