@@ -9,6 +9,9 @@ the sandbox. Samples are taken one at a time.
   '{"dagster/partition": ..., "dagster/priority": "10"}'` is run; latency is from starting
   that command to the activity's row being in the app database (its `synced_at`). The CLI's
   own time, the queue wait and the run's start-up are reported separately.
+  What a user runs, `sync-pipeline sync strava --athlete ID`, is measured the same way twice:
+  with a `dagster-webserver` of the deployment running (the CLI queues through its GraphQL
+  API, as with `make demo`), and with none (the CLI falls back to `dagster job launch`).
   Baseline: `baseline.py` for that one athlete (process start to the row).
 - Push event: the sandbox creates an activity and pushes the event to the receiver; latency
   is from the creation to the activity being processed (`processed_at`: detail fetched,
@@ -21,10 +24,14 @@ Run alone: ``.venv/bin/python benchmarks/latency.py --samples 20``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
+import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -116,23 +123,11 @@ def finished_record(instance: dg.DagsterInstance, run_id: str) -> Callable[[], A
     return probe
 
 
-def manual_pipeline(
-    sandbox: Sandbox,
-    app_db: AppDatabaseResource,
-    instance: dg.DagsterInstance,
-    daemon: Daemon,
-    env: dict[str, str],
-    workdir: Path,
-    athletes: list[int],
-    samples: int,
-) -> dict[str, Any]:
-    """`dagster job launch` of one athlete until its new activity is stored."""
-    totals, cli, queued, startup, work = [], [], [], [], []
-    for i in range(samples):
-        athlete = athletes[i % len(athletes)]
-        [new_id] = sandbox.state.add_activities(athlete, 1)
+def dagster_job_launch(env: dict[str, str], workdir: Path) -> Callable[[int], str]:
+    """A launcher: `dagster job launch -w workspace.yaml` of one athlete; returns the run id."""
+
+    def launch(athlete: int) -> str:
         run_id = str(uuid.uuid4())
-        t0 = time.time()
         proc = subprocess.run(
             [
                 str(BIN / "dagster"),
@@ -153,9 +148,94 @@ def manual_pipeline(
             text=True,
             timeout=300,
         )
-        t_cli = time.time()
         if proc.returncode != 0:
             raise RuntimeError(f"dagster job launch failed:\n{proc.stderr[-2000:]}")
+        return run_id
+
+    return launch
+
+
+def sync_pipeline_cli(env: dict[str, str], workdir: Path) -> Callable[[int], str]:
+    """A launcher: `sync-pipeline sync strava --athlete ID` as a user runs it; the run id."""
+
+    def launch(athlete: int) -> str:
+        proc = subprocess.run(
+            [str(BIN / "sync-pipeline"), "sync", "strava", "--athlete", str(athlete)],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        queued = re.match(r"queued run ([0-9a-f-]{36}) ", proc.stdout)
+        if proc.returncode != 0 or queued is None:
+            raise RuntimeError(f"sync-pipeline sync failed:\n{proc.stderr[-2000:]}")
+        return queued.group(1)
+
+    return launch
+
+
+class Webserver:
+    """`dagster-webserver -w workspace.yaml` on loopback in its own session, stopped by pid."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with log_path.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [
+                    *(str(BIN / "dagster-webserver"), "-w", str(WORKSPACE)),
+                    *("-h", "127.0.0.1", "-p", str(self.port)),
+                ],
+                cwd=workdir,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def loaded(self) -> bool:
+        """Whether it serves the GraphQL API with the code location loaded."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"dagster-webserver exited with {self.proc.returncode}")
+        query = "{repositoriesOrError{...on RepositoryConnection{nodes{name}}}}"
+        try:
+            body = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return bool((body.get("data") or {}).get("repositoriesOrError", {}).get("nodes"))
+
+    def stop(self) -> None:
+        """SIGTERM its session, then wait."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def manual_pipeline(
+    sandbox: Sandbox,
+    app_db: AppDatabaseResource,
+    instance: dg.DagsterInstance,
+    daemon: Daemon,
+    launch: Callable[[int], str],
+    athletes: list[int],
+    samples: int,
+) -> dict[str, Any]:
+    """`launch` one athlete's sync (a command) until its new activity is stored."""
+    totals, cli, queued, startup, work = [], [], [], [], []
+    for i in range(samples):
+        athlete = athletes[i % len(athletes)]
+        [new_id] = sandbox.state.add_activities(athlete, 1)
+        t0 = time.time()
+        run_id = launch(athlete)
+        t_cli = time.time()
         stored = wait_for_time(app_db, new_id, "synced_at", daemon)
         record = wait_until(
             "manual run finished",
@@ -301,9 +381,27 @@ def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
                     "daemon ready", lambda: daemon_ready(instance), timeout=300, daemon=daemon
                 )
                 log("latency: manual syncs through `dagster job launch`")
+                work = root / "work"
                 results["pipeline"]["manual"] = manual_pipeline(
-                    sandbox, app_db, instance, daemon, env, root / "work", ids, samples
+                    sandbox, app_db, instance, daemon, dagster_job_launch(env, work), ids, samples
                 )
+                log("latency: `sync-pipeline sync strava --athlete` with no webserver")
+                nowhere = {**env, "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{free_port()}"}
+                no_webserver = sync_pipeline_cli(nowhere, work)
+                results["pipeline"]["manual_cli_no_webserver"] = manual_pipeline(
+                    sandbox, app_db, instance, daemon, no_webserver, ids, samples
+                )
+                webserver = Webserver(env, work, root / "webserver.log")
+                try:
+                    wait_until("webserver ready", webserver.loaded, timeout=300, daemon=daemon)
+                    log("latency: `sync-pipeline sync strava --athlete` through the webserver")
+                    served = {**env, "DAGSTER_WEBSERVER_URL": webserver.url}
+                    results["pipeline"]["manual_cli"] = manual_pipeline(
+                        sandbox, app_db, instance, daemon, sync_pipeline_cli(served, work), ids,
+                        samples,
+                    )  # fmt: skip
+                finally:
+                    webserver.stop()
                 receiver = SandboxServer(create_webhook_app(app_db.url, verify_token, None))
                 receivers.append(receiver.start())
                 subscribe(sandbox, f"{receiver.url}/webhooks/strava", verify_token)
@@ -358,7 +456,22 @@ def table_rows(result: dict[str, Any]) -> list[list[Any]]:
     p, b = result["pipeline"], result["baseline"]
     pm, bm = p["manual"]["launch_to_data"], b["manual"]["launch_to_data"]
     pw, bw = p["webhook"]["event_to_processed"], b["webhook"]["event_to_processed"]
+    cli_rows = [
+        [
+            f"latency {label}",
+            "pipeline",
+            f"p50 {p[key]['launch_to_data']['p50']}s",
+            f"p95 {p[key]['launch_to_data']['p95']}s",
+            f"of which CLI p50 {p[key]['cli_seconds']['p50']}s",
+        ]
+        for key, label in (
+            ("manual_cli", "sync-pipeline sync, webserver"),
+            ("manual_cli_no_webserver", "sync-pipeline sync, none"),
+        )
+        if key in p
+    ]
     return [
+        *cli_rows,
         ["latency manual", "pipeline", f"p50 {pm['p50']}s", f"p95 {pm['p95']}s",
          f"of which CLI p50 {p['manual']['cli_seconds']['p50']}s"],
         ["", "baseline", f"p50 {bm['p50']}s", f"p95 {bm['p95']}s",

@@ -243,6 +243,30 @@ def test_sensor_adds_partitions_and_daemon_runs_first_full_syncs(deployment: Dep
     assert dep.sandbox.state.stats()["rate_limited"] == 0
 
 
+def test_run_workers_print_one_line_per_sync_and_no_debug_events(deployment: Deployment) -> None:
+    dep = deployment
+    runs = dep.wait_for("first syncs of every athlete", lambda: _first_syncs_done(dep))
+
+    # The daemon's output holds its code server's and the run workers' (as `sync-pipeline dev`'s
+    # terminal does): dagster.yaml's `python_logs` keeps Dagster's DEBUG event lines out.
+    lines = dep.daemon_log.read_text(errors="replace").splitlines()
+    debug = [line for line in lines if " - DEBUG - " in line]
+    assert debug == [], "\n".join(debug[:20])
+    for key, run in runs.items():
+        ours = (
+            rf".* - dagster - INFO - strava_athlete_sync - {run.run_id} - strava_activities - "
+            rf"athlete {key} on Strava: succeeded \(full\), \d+ API calls"
+        )
+        assert [line for line in lines if re.fullmatch(ours, line)], f"no line of run {run.run_id}"
+        # The event log (the UI) keeps every event of the run, DEBUG ones included.
+        types = {
+            e.dagster_event.event_type_value
+            for e in dep.instance.all_logs(run.run_id)
+            if e.dagster_event is not None
+        }
+        assert {"STEP_START", "STEP_OUTPUT", "ASSET_MATERIALIZATION", "STEP_SUCCESS"} <= types
+
+
 def test_manual_launch_is_queued_at_priority_10_and_run_by_the_daemon(
     deployment: Deployment,
 ) -> None:

@@ -1,4 +1,5 @@
-"""Queueing runs with `dagster job launch`, through a running code server when there is one."""
+"""Queueing runs: through the Dagster webserver's GraphQL API when one answers for this Dagster
+home (the run id comes back at once), else with `dagster job launch` (it loads the code)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
+import yaml
 
 from sync_pipeline.cli import context, devstack
 from sync_pipeline.core import priorities
@@ -20,6 +23,77 @@ from sync_pipeline.core.settings import Settings
 
 #: Colour codes in Dagster's log lines (shown when a launch fails).
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+#: The repository name Dagster gives a code location's one `Definitions`.
+REPOSITORY_NAME = "__repository__"
+#: The webserver's instance settings (`local_artifact_storage` names its Dagster home).
+INSTANCE_QUERY = "{ instance { info } }"
+
+
+def webserver_home(url: str) -> Path | str | None:
+    """The webserver's Dagster home; None if nothing answers; else why it is not Dagster's."""
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/graphql",
+            json={"query": INSTANCE_QUERY},
+            timeout=httpx.Timeout(10.0, connect=2.0),
+        )
+    except httpx.TransportError:
+        return None
+    try:
+        info = response.json()["data"]["instance"]["info"]
+        base_dir = (yaml.safe_load(info) or {})["local_artifact_storage"]["config"]["base_dir"]
+    except (ValueError, KeyError, TypeError, yaml.YAMLError):
+        return f"it answered HTTP {response.status_code} without its Dagster instance settings"
+    return Path(base_dir).resolve()
+
+
+def submit_to_webserver(
+    s: Settings, job: str, *, tags: dict[str, str], run_config: dict[str, Any]
+) -> str | None:
+    """Queue through the webserver of this Dagster home; None (said on stderr) if none answers."""
+    from urllib.parse import urlsplit
+
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    url = s.webserver_url
+    home = context.dagster_home(s)
+    found = webserver_home(url)
+    if not isinstance(found, Path) or found != home:
+        why = (
+            "no Dagster webserver answers there"
+            if found is None
+            else f"it serves another Dagster home ({found})"
+            if isinstance(found, Path)
+            else found
+        )
+        click.echo(
+            f"DAGSTER_WEBSERVER_URL={url}: {why}; queueing with `dagster job launch` instead "
+            "(slower: a process of its own)",
+            err=True,
+        )
+        return None
+    parts = urlsplit(url)
+    client = DagsterGraphQLClient(
+        parts.hostname or "127.0.0.1",
+        port_number=parts.port,
+        use_https=parts.scheme == "https",
+        path_prefix=parts.path.rstrip("/"),
+        timeout=60,
+    )
+    try:
+        return client.submit_job_execution(
+            job,
+            repository_location_name=context.code_location_name(),
+            repository_name=REPOSITORY_NAME,
+            run_config=run_config,
+            tags=tags,
+        )
+    except DagsterGraphQLClientError as exc:
+        cause = exc.__cause__  # the client's own message repeats the whole query
+        detail = f"{cause}" if cause is not None else ": ".join(str(a) for a in exc.args)
+        raise click.ClickException(
+            f"The Dagster webserver at {url} did not queue {job}: {detail}"
+        ) from exc
 
 
 def launch(
@@ -31,15 +105,21 @@ def launch(
     grpc_host: str | None = None,
     grpc_port: int | None = None,
 ) -> str:
-    """Queue a run with `dagster job launch` (the same path a person uses); return its run id.
+    """Queue a run; return its run id.
 
-    The launch sees exactly this command's settings: an explicit environment (DAGSTER_HOME
+    Through the webserver at DAGSTER_WEBSERVER_URL when it serves this Dagster home (see
+    `submit_to_webserver`), else with `dagster job launch` (the same path a person uses): that
+    launch sees exactly this command's settings: an explicit environment (DAGSTER_HOME
     etc. as resolved here), run from the Dagster home, never from the project root, whose
     `.env` Dagster would load over that environment. The code location comes from the
     project's workspace.yaml (a code server is spawned for the launch), or from a running code
     server: `grpc_host`/`grpc_port`, else SYNC_CODE_SERVER=host:port. Dagster's own output is
     shown only when the launch fails.
     """
+    if grpc_host is None and grpc_port is None:
+        submitted = submit_to_webserver(s, job, tags=tags, run_config=run_config)
+        if submitted is not None:
+            return submitted
     env = context.launch_env(s)
     home = Path(env["DAGSTER_HOME"])
     if (home / ".env").exists():

@@ -34,6 +34,9 @@ def athletes_connect(sandbox_ids: tuple[int, ...], count: int, browser: bool, po
 
     strava = context.strava(context.settings())
     ids: list[int | None] = list(sandbox_ids) or [None] * max(count, 1)
+    short = ""
+    if count and not sandbox_ids and not browser:
+        ids, short = _next_sandbox_athletes(strava.base_url, strava.app_db.url, count)
     try:
         for sandbox_id in ids:
             athlete_id = connect_via_oauth(
@@ -48,6 +51,35 @@ def athletes_connect(sandbox_ids: tuple[int, ...], count: int, browser: bool, po
         raise click.ClickException(str(exc)) from exc
     finally:
         strava.close()
+    if short:
+        raise click.ClickException(short)
+
+
+def _next_sandbox_athletes(base_url: str, db_url: str, count: int) -> tuple[list[int | None], str]:
+    """The first `count` sandbox athletes not connected yet, and what is missing if fewer."""
+    import httpx
+
+    from sync_pipeline.cli.sandbox import sandbox_athletes
+    from sync_pipeline.defs.strava.athletes import connected_athlete_ids
+
+    try:
+        everyone = [int(a["id"]) for a in sandbox_athletes(base_url)]
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"--count connects sandbox athletes, but {base_url} does not list them ({exc}); "
+            "for the real Strava use --browser."
+        ) from exc
+    connected = set(connected_athlete_ids(db_url))
+    pending: list[int | None] = [a for a in everyone if a not in connected]
+    pending = pending[:count]
+    if len(pending) == count:
+        return pending, ""
+    missing = (f"connected {len(pending)} of {count}: " if pending else "connected none: ") + (
+        f"all {len(everyone)} sandbox athletes are connected already. Start the sandbox with "
+        "more (`sync-pipeline sandbox --athletes N`), or connect one again with "
+        "--sandbox-athlete ID."
+    )
+    return pending, missing
 
 
 @athletes.command("list")

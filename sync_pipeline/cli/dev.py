@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import click
 
 from sync_pipeline.cli import context, devstack
-from sync_pipeline.cli.sandbox import start_sandbox
+from sync_pipeline.cli.sandbox import sandbox_athletes, start_sandbox
 from sync_pipeline.core.settings import DEFAULT_SANDBOX_PORT
 
 #: Warnings of Dagster about Dagster itself, repeated at every code load (PYTHONWARNINGS
@@ -27,7 +26,11 @@ DAGSTER_WARNING_FILTERS = ",".join(
 
 @click.command()
 @click.option("--athletes", "n_athletes", default=8, show_default=True, type=click.IntRange(1, 500))
-@click.option("--port", default=3000, show_default=True, help="Dagster UI port.")
+@click.option(
+    "--port",
+    type=int,
+    help="Dagster UI port [default: the port of DAGSTER_WEBSERVER_URL, else 3000].",
+)
 @click.option("--sandbox-port", default=DEFAULT_SANDBOX_PORT, show_default=True)
 @click.option(
     "--code-port",
@@ -42,11 +45,17 @@ DAGSTER_WARNING_FILTERS = ",".join(
     show_default=True,
     help="Log level of Dagster's UI and daemon (info also logs every sensor tick).",
 )
-def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level: str) -> None:
+def dev(
+    n_athletes: int, port: int | None, sandbox_port: int, code_port: int, log_level: str
+) -> None:
     """The main job: sandbox + demo athletes + `dagster dev` (UI and daemon); Ctrl-C stops all."""
+    from urllib.parse import urlsplit
+
     from sync_pipeline.defs.strava.athletes import connect_via_oauth
 
     s = context.init_home(sandbox_port=sandbox_port)
+    configured = urlsplit(s.webserver_url).port or 3000
+    port = configured if port is None else port
     if not s.strava_base_url.startswith("http://127.0.0.1"):
         raise click.ClickException(
             "`dev` runs against the sandbox; .env points STRAVA_BASE_URL elsewhere. "
@@ -80,7 +89,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
         from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 
         already = set(connected_athlete_ids(strava.app_db.url))
-        sandbox_ids = [int(a["id"]) for a in _sandbox_athletes(server.url)]
+        sandbox_ids = [int(a["id"]) for a in sandbox_athletes(server.url)]
         for sandbox_id in sandbox_ids:
             if sandbox_id not in already:
                 connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
@@ -98,6 +107,11 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
             f"127.0.0.1:{outreach_env['IMAP_PORT']}; campaign demo with 4 prospects.\n"
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)"
         )
+        if port != configured:
+            click.echo(
+                f"`sync-pipeline sync` queues runs through DAGSTER_WEBSERVER_URL="
+                f"{s.webserver_url}; set it to http://127.0.0.1:{port} in .env to use this UI."
+            )
         dagster_env = {
             **os.environ,
             **outreach_env,  # as `.env` names them (also read by the CLI in other shells)
@@ -109,7 +123,7 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
             f"Code server on 127.0.0.1:{code_port}; queue a sync from another shell with\n"
             f"  dagster job launch -w {s.home / 'workspace.yaml'} -j strava_athlete_sync "
             """--tags '{"dagster/partition": "<athlete id>", "dagster/priority": "10"}'\n"""
-            "or `sync-pipeline sync strava --athlete <id>` (both reuse this code server)."
+            "or `sync-pipeline sync strava --athlete <id>` (through the UI's GraphQL API)."
         )
         child = subprocess.Popen(
             [
@@ -153,12 +167,3 @@ def dev(n_athletes: int, port: int, sandbox_port: int, code_port: int, log_level
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _sandbox_athletes(url: str) -> list[dict[str, Any]]:
-    import httpx
-
-    response = httpx.get(f"{url}/_sandbox/athletes", timeout=10)
-    response.raise_for_status()
-    result: list[dict[str, Any]] = response.json()
-    return result

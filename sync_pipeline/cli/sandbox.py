@@ -18,6 +18,14 @@ from sync_pipeline.core.settings import (
 )
 
 
+def sandbox_athletes(url: str) -> list[dict[str, Any]]:
+    """The Strava sandbox's athletes (its control route), in id order."""
+    response = httpx.get(f"{url.rstrip('/')}/_sandbox/athletes", timeout=10)
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return sorted(result, key=lambda a: int(a["id"]))
+
+
 def start_sandbox(
     *,
     host: str,

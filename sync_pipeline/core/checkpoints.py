@@ -40,6 +40,19 @@ class LeaseHeldError(RuntimeError):
     """Another run is syncing this partition right now."""
 
 
+@dataclass(frozen=True)
+class DeadOwners:
+    """An `owner_is_dead` check that also learns which dead holders' leases were taken over."""
+
+    is_dead: Callable[[str], bool]
+    #: Called with the lease's state before the take-over (its dead holder) and the new owner.
+    taken_over: Callable[[SyncState, str], None]
+
+    def __call__(self, owner: str) -> bool:
+        """Whether the lease holder `owner` is gone."""
+        return self.is_dead(owner)
+
+
 def _pid_namespace() -> str:
     """This process's PID namespace (PIDs mean the same only within one), '-' if unknown."""
     try:
@@ -142,8 +155,9 @@ class Checkpoints:
         A lease is taken over when it expired (it is renewed with every checkpoint), when its
         holder's process is gone from this host (a killed direct sync), or when
         `owner_is_dead(holder)` says its holder is gone (e.g. its Dagster run has finished or
-        was marked failed by run monitoring after a crash). The usual case (the row exists and
-        nobody holds it) is one conditional UPDATE.
+        was marked failed by run monitoring after a crash); a `DeadOwners` check is then told
+        (`taken_over`). The usual case (the row exists and nobody holds it) is one conditional
+        UPDATE.
         """
         now = utcnow()
         state = self._take(key, owner, now, ttl, None)
@@ -160,6 +174,8 @@ class Checkpoints:
                 dead_holder = current.lease_owner
             # Taken over only from that holder (a new holder since this read keeps its lease).
             state = self._take(key, owner, now, ttl, dead_holder)
+            if state and current and dead_holder and isinstance(owner_is_dead, DeadOwners):
+                owner_is_dead.taken_over(current, owner)
         if state is None:
             current = self.get(key)
             raise LeaseHeldError(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import dagster as dg
 
+from sync_pipeline.core.checkpoints import DeadOwners
 from sync_pipeline.core.errors import PermanentError, TransientError
 from sync_pipeline.core.http import TransientHttpError
+from sync_pipeline.core.models import SyncState
 from sync_pipeline.core.priorities import SOURCE_TAG
+
+#: Dagster's tag of how often its run retries may re-execute a failed run.
+MAX_RETRIES_TAG = "dagster/max_retries"
 
 RETRY_POLICY = dg.RetryPolicy(
     max_retries=3,
@@ -21,14 +26,35 @@ RETRY_POLICY = dg.RetryPolicy(
 """Transient failures of a single-partition sync: 10 s, 20 s, 40 s (±jitter), then failed."""
 
 
-def run_is_finished(instance: dg.DagsterInstance) -> Callable[[str], bool]:
-    """A lease holder (a run id) is dead when its run has finished, failed or is unknown."""
+def run_is_finished(instance: dg.DagsterInstance) -> DeadOwners:
+    """A lease holder (a run id) is dead when its run has finished, failed or is unknown; a
+    direct run whose lease was taken over from its dead process is marked failed."""
 
     def dead(run_id: str) -> bool:
         run = instance.get_run_by_id(run_id)
         return run is None or run.is_finished
 
-    return dead
+    return DeadOwners(dead, lambda held, by: fail_dead_direct_run(instance, held, by))
+
+
+def fail_dead_direct_run(instance: dg.DagsterInstance, held: SyncState, by: str) -> None:
+    """Mark the run of a dead lease holder failed, with the reason, if it was a direct run.
+
+    A direct run (`--direct`: run in the CLI's process, not launched from a code location)
+    that was killed stays STARTED: no run monitoring watches its process. Runs launched from a
+    code location are left to run monitoring, which fails and retries them.
+    """
+    run = instance.get_run_by_id(held.lease_owner) if held.lease_owner else None
+    if run is None or run.is_finished or run.remote_job_origin is not None:
+        return
+    parts = (held.lease_process or "").split(" ")
+    process = f"pid {parts[2]} on {parts[0]}" if len(parts) == 4 else "its process"
+    instance.add_run_tags(run.run_id, {MAX_RETRIES_TAG: "0"})  # no code location to retry from
+    instance.report_run_failed(
+        run,
+        f"The process of this run ({process}) ended before the run finished (killed?); run "
+        f"{by} took over the lease of {held.source} partition {held.partition_key}.",
+    )
 
 
 def run_requested_at(context: dg.OpExecutionContext) -> dt.datetime | None:

@@ -33,6 +33,8 @@ OUTREACH_PORT_OFFSETS = {"hunter": 6, "supabase": 7, "smtp": 8, "imap": 9}
 WEBHOOK_PORT_OFFSET = 10
 #: The sender mailbox of the outreach sandbox's demo campaign.
 OUTREACH_SANDBOX_SENDER = "sales@acme.test"
+#: Where the CLI queues runs fastest: the Dagster webserver of `sync-pipeline dev` / `dagster dev`.
+DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 
 
 def load_env_file(path: Path | None = None) -> None:
@@ -58,6 +60,9 @@ class Settings:
     strava_time_scale: int
     strava_streets_file: str
     platforms: dict[str, dict[str, str]]
+    #: DAGSTER_WEBSERVER_URL: the deployment's Dagster webserver (runs are queued through its
+    #: GraphQL API; `sync-pipeline dev` serves the UI there).
+    webserver_url: str = DEFAULT_WEBSERVER_URL
 
     @property
     def dagster_home(self) -> Path:
@@ -79,6 +84,7 @@ class Settings:
             strava_time_scale=int(os.environ.get("STRAVA_TIME_SCALE", "1")),
             strava_streets_file=os.environ.get("STRAVA_STREETS_FILE", ""),
             platforms={p: platform_settings(p) for p in PLATFORM_PORTS},
+            webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or DEFAULT_WEBSERVER_URL,
         )
 
 
@@ -111,6 +117,7 @@ def sandbox_env(home: Path, sandbox_port: int = DEFAULT_SANDBOX_PORT) -> dict[st
     return {
         "SYNC_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
+        "DAGSTER_WEBSERVER_URL": DEFAULT_WEBSERVER_URL,
         "SYNC_DATABASE_URL": f"sqlite:///{home / 'app.db'}",
         "SYNC_TOKEN_KEY": generate_key(),
         "STRAVA_CLIENT_ID": SANDBOX_CLIENT_ID,

@@ -164,7 +164,9 @@ def launchable(tmp_path: Path, cli_env: CliEnv, monkeypatch: pytest.MonkeyPatch)
     The CLI launches with `-w PROJECT_ROOT/workspace.yaml`, in the Dagster home and with its
     own resolved environment; a copy of the workspace file in a temporary project root keeps
     the checkout out of the test (tests may put a `.env` there: it must not be read). Every
-    variable the definitions bind is set, as `init`'s `.env` sets them.
+    variable the definitions bind is set, as `init`'s `.env` sets them. No webserver answers
+    at DAGSTER_WEBSERVER_URL (a free port: not the default, where a demo may run), so runs
+    are queued with `dagster job launch`.
     """
     root = tmp_path / "project"
     root.mkdir()
@@ -176,6 +178,7 @@ def launchable(tmp_path: Path, cli_env: CliEnv, monkeypatch: pytest.MonkeyPatch)
         "STRAVA_BASE_URL": "http://127.0.0.1:9",
         "STRAVA_TIME_SCALE": "1",
         "STRAVA_STREETS_FILE": "",
+        "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{free_port()}",
         **{name: "http://127.0.0.1:9" for name in PLATFORM_VARIABLES if "URL" in name},
         **{name: "unused" for name in PLATFORM_VARIABLES if "CLIENT" in name},
         **outreach_sandbox_env(9),  # nothing listens there: queued runs do not start here

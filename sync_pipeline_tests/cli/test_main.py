@@ -443,6 +443,26 @@ def test_athletes_connect_count_takes_the_next_unconnected(
     assert athletes_in(cli_env.db_url) == {ids[0]: "connected", ids[1]: "connected"}
 
 
+def test_athletes_connect_count_never_connects_an_athlete_twice(
+    cli_env: CliEnv, strava_env: Sandbox
+) -> None:
+    ids = [strava_env.state.add_athlete(0) for _ in range(2)]
+    invoke("athletes", "connect", "--sandbox-athlete", str(ids[0]))
+
+    some = invoke("athletes", "connect", "--count", "3", exit_code=1)
+    none = invoke("athletes", "connect", "--count", "3", exit_code=1)
+
+    advice = (
+        "all 2 sandbox athletes are connected already. Start the sandbox with more "
+        "(`sync-pipeline sandbox --athletes N`), or connect one again with --sandbox-athlete ID."
+    )
+    assert some.stdout == f"connected athlete {ids[1]}\n"
+    assert error_of(some) == f"Error: connected 1 of 3: {advice}"
+    assert none.stdout == ""
+    assert error_of(none) == f"Error: connected none: {advice}"
+    assert athletes_in(cli_env.db_url) == {ids[0]: "connected", ids[1]: "connected"}
+
+
 def test_disconnect_no_revoke_keeps_the_grant_at_strava(
     cli_env: CliEnv, strava_env: Sandbox
 ) -> None:
@@ -741,7 +761,17 @@ def test_queueing_prints_one_line_per_run_and_not_dagsters_log(
         f"queued run {run.run_id} (strava_athlete_sync, athlete {athlete}, priority 10); "
         f"follow it in the UI at /runs/{run.run_id}\n"
     )
-    assert result.stderr == ""
+    # No webserver answers (see `launchable`): one line says which path queued the run.
+    assert result.stderr == fallback_line()
+
+
+def fallback_line() -> str:
+    """What a command queueing a run prints when no webserver answers (see `launchable`)."""
+    return (
+        f"DAGSTER_WEBSERVER_URL={os.environ['DAGSTER_WEBSERVER_URL']}: no Dagster webserver "
+        "answers there; queueing with `dagster job launch` instead (slower: a process of its "
+        "own)\n"
+    )
 
 
 def test_queueing_refuses_a_dotenv_in_the_dagster_home(
@@ -754,8 +784,10 @@ def test_queueing_refuses_a_dotenv_in_the_dagster_home(
 
     result = invoke("sync", "strava", "--athlete", str(athlete), exit_code=1)
 
-    assert error_of(result) == (
-        f"Error: {cli_env.dagster_home / '.env'} would override the settings of `dagster job "
+    # No webserver answers (see `launchable`): the line saying so, then the error.
+    assert result.stderr.startswith(fallback_line())
+    assert error_of(result).split(" Error: ", 1)[1] == (
+        f"{cli_env.dagster_home / '.env'} would override the settings of `dagster job "
         "launch`, which runs in the Dagster home; move that file out of the Dagster home."
     )
     assert runs(cli_env.dagster_home) == []
@@ -789,7 +821,8 @@ def test_queueing_through_an_unreachable_code_server_names_sync_code_server(
 
     result = invoke("sync", "strava", "--all", exit_code=1)
 
-    message = error_of(result)
+    assert result.stderr.startswith(fallback_line())  # no webserver: `dagster job launch`
+    message = "Error: " + error_of(result).split(" Error: ", 1)[1]
     assert message.startswith(f"Error: Cannot reach the Dagster code server at 127.0.0.1:{port} (")
     assert message.endswith(
         "), named by SYNC_CODE_SERVER. Start it (`dagster code-server start -m "
@@ -808,7 +841,8 @@ def test_a_malformed_sync_code_server_is_a_clear_error(
 
     result = invoke("dead-letters", "redrive", "--partition", "1001", exit_code=1)
 
-    assert error_of(result) == (
+    assert result.stderr.startswith(fallback_line())  # no webserver: `dagster job launch`
+    assert "Error: " + error_of(result).split(" Error: ", 1)[1] == (
         f"Error: SYNC_CODE_SERVER={value!r} is not host:port (e.g. 127.0.0.1:4266). Set it to "
         "the address of a running `dagster code-server start -m sync_pipeline.definitions "
         "-p PORT`, or unset it to load the code for each launch."

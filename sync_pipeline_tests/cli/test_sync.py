@@ -109,8 +109,22 @@ def test_a_killed_direct_sync_does_not_block_its_athlete(
     monkeypatch.setenv("DAGSTER_HOME", str(demo.cwd / ".sync_home" / "dagster"))
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
+        [failure] = instance.all_logs(killed_run, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert [r.job_name for r in runs] == ["strava_athlete_sync"] * 2
     assert runs[0].tags["dagster/partition"] == ATHLETE
+    # The killed run is failed, with the reason, by the run that took its lease over.
+    assert [(r.run_id, r.status) for r in runs] == [
+        (runs[0].run_id, dg.DagsterRunStatus.SUCCESS),
+        (killed_run, dg.DagsterRunStatus.FAILURE),
+    ]
+    assert failure.dagster_event is not None
+    message = failure.dagster_event.message or ""
+    assert message.startswith(f"The process of this run (pid {first.pid} on "), message
+    assert message.endswith(
+        f"ended before the run finished (killed?); run {runs[0].run_id} took over the lease "
+        f"of strava partition {ATHLETE}."
+    )
+    assert runs[1].tags["dagster/will_retry"] == "false"
 
 
 def test_a_sync_held_off_by_a_live_run_fails_or_waits(demo: Demo) -> None:

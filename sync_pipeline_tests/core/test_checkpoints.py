@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from sync_pipeline.core.checkpoints import (
     Checkpoints,
+    DeadOwners,
     LeaseHeldError,
     process_is_gone,
     this_process,
@@ -88,6 +89,21 @@ def test_a_dead_holders_lease_is_taken_over_and_only_the_holder_is_asked(
 
     assert cp.claim("7", "run-b", TTL, owner_is_dead=dead).lease_owner == "run-b"
     assert asked == ["run-a"]
+
+
+def test_a_dead_owners_check_is_told_whose_lease_was_taken_over(cp: Checkpoints) -> None:
+    cp.claim("7", "run-a", TTL)
+    cp.claim("8", "run-a", TTL)
+    told: list[tuple[str | None, str | None, str]] = []
+    check = DeadOwners(
+        lambda run: run == "run-a",
+        lambda held, by: told.append((held.lease_owner, held.lease_process, by)),
+    )
+
+    cp.claim("7", "run-b", TTL, owner_is_dead=check)
+    cp.claim("9", "run-b", TTL, owner_is_dead=check)  # nobody held it: nothing to tell
+
+    assert told == [("run-a", this_process(), "run-b")]
 
 
 @pytest.mark.parametrize(("owner", "released"), [("run-a", True), ("run-b", False), (None, False)])
