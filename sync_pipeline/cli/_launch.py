@@ -197,13 +197,10 @@ def echo_queued(run_id: str, job: str, tags: dict[str, str]) -> None:
     """One line per queued run: its id, what it syncs and where to follow it."""
     what = [job]
     if partition := tags.get("dagster/partition"):
-        source = tags.get(priorities.SOURCE_TAG, "")
-        noun = (
-            "athlete"
-            if source == "strava"
-            else ("prospect" if source.startswith("outreach") else "user")
-        )
-        what.append(f"{noun} {partition}")
+        from sync_pipeline.sources import SOURCES
+
+        declared = SOURCES.get(tags.get(priorities.SOURCE_TAG, ""))
+        what.append(f"{declared.noun if declared else 'partition'} {partition}")
     what.append(f"priority {tags.get(priorities.PRIORITY_TAG, '0')}")
     click.echo(f"queued run {run_id} ({', '.join(what)}); follow it in the UI at /runs/{run_id}")
 

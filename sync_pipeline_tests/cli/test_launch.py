@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from sync_pipeline.cli import _launch, context
+from sync_pipeline.core import priorities
 from sync_pipeline.core.crypto import generate_key
 from sync_pipeline_tests.cli.conftest import (
     BIN,
@@ -193,3 +194,24 @@ def test_a_run_the_webserver_refuses_is_a_clear_error(served: Webserver) -> None
     message = refused.value.message
     assert message.startswith(f"The Dagster webserver at {served.url} did not queue no_such_job: ")
     assert "no_such_job" in message.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "source,partition,noun",
+    [
+        ("strava", "1001", "athlete"),
+        ("github", "7", "user"),
+        ("promidata", "A360", "supplier"),
+        ("outreach_send", "p-1", "prospect"),
+    ],
+)
+def test_the_queued_line_names_what_the_source_syncs(
+    capsys: pytest.CaptureFixture[str], source: str, partition: str, noun: str
+) -> None:
+    tags = {
+        "dagster/partition": partition,
+        priorities.SOURCE_TAG: source,
+        priorities.PRIORITY_TAG: "10",
+    }
+    _launch.echo_queued("r1", "some_job", tags)
+    assert f"(some_job, {noun} {partition}, priority 10)" in capsys.readouterr().out
