@@ -120,9 +120,7 @@ def webhooks() -> None:
     f"is stored (the fast path; the sensor handles what they do not take). 0: off. Default: "
     f"${INLINE_WORKERS_ENV}, else {DEFAULT_INLINE_WORKERS}.",
 )
-def serve(
-    host: str, port: int, log_level: str, workers: int, inline_workers: int | None
-) -> None:
+def serve(host: str, port: int, log_level: str, workers: int, inline_workers: int | None) -> None:
     """Run the receiver (GET/POST /webhooks/strava, GET /healthz) until Ctrl-C."""
     import uvicorn
 

@@ -363,5 +363,5 @@ def create_webhook_app(
             Route(STRAVA_PATH, validate_subscription, methods=["GET"]),
             Route(STRAVA_PATH, receive_event, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
     )

@@ -110,9 +110,7 @@ class FastPath:
 
     def _start(self) -> None:
         for i in range(self.workers):
-            thread = threading.Thread(
-                target=self._work, name=f"webhook-fastpath-{i}", daemon=True
-            )
+            thread = threading.Thread(target=self._work, name=f"webhook-fastpath-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -189,9 +187,7 @@ class FastPath:
                 self.strava,
                 str(owner),
                 RunContext(owner=lease_owner, owner_is_dead=run_is_finished(instance)),
-                StravaSyncConfig(
-                    activity_ids=sorted(wanted), deleted_activity_ids=sorted(deleted)
-                ),
+                StravaSyncConfig(activity_ids=sorted(wanted), deleted_activity_ids=sorted(deleted)),
             )
             if outcome.status != "succeeded":
                 logger.info(
