@@ -385,9 +385,9 @@ def run(
                         results["pipeline"]["webhook"] = webhook_samples(
                             sandbox, app_db, ids, samples, daemon, "pipeline"
                         )
-                        results["pipeline"]["webhook"]["paths"] = webhook_paths(app_db)
                     finally:
-                        stop_receiver(proc)
+                        stop_receiver(proc)  # finishes what is in flight
+                    results["pipeline"]["webhook"]["paths"] = webhook_paths(app_db)
             finally:
                 daemon.stop()
                 instance.dispose()

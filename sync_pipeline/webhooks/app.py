@@ -353,6 +353,8 @@ def create_webhook_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if fast_path is not None:
+            fast_path.start()
         yield
         if fast_path is not None:  # SIGTERM / Ctrl-C: after the last request was answered
             await run_in_threadpool(fast_path.close)

@@ -108,6 +108,13 @@ class FastPath:
             self._cond.notify()
         return True
 
+    def start(self) -> None:
+        """Start the threads now (the receiver's start-up), the first opening the Dagster
+        instance, so that the first event does not pay for it."""
+        with self._cond:
+            if not self._threads and not self._closed:
+                self._start()
+
     def _start(self) -> None:
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"webhook-fastpath-{i}", daemon=True)
@@ -142,6 +149,10 @@ class FastPath:
                 self._cond.wait()
 
     def _work(self) -> None:
+        try:
+            self.instance()
+        except Exception:  # reported again, with the event, by the first use
+            logger.exception("fast path: the Dagster instance could not be opened")
         while (item := self._next()) is not None:
             owner, keys = item
             try:

@@ -134,7 +134,7 @@ def test_pushed_event_is_processed_inline_and_the_sensor_requests_no_run(
     assert row is not None and row.processed_at is not None  # detail and streams stored
     mats = partition_materializations(instance, STRAVA_ACTIVITIES, str(athlete))
     assert len(mats) == before + 1
-    md = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
+    md: dict[str, Any] = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
     assert md["status"] == "succeeded" and md["details_fetched"] == 1 and md["api_calls"] >= 2
     [event] = stored(strava.app_db.url)
     assert event.outcome == PROCESSED_INLINE and event.handled_at is not None
