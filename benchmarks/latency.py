@@ -388,6 +388,10 @@ def run(
                     finally:
                         stop_receiver(proc)  # finishes what is in flight
                     results["pipeline"]["webhook"]["paths"] = webhook_paths(app_db)
+                    if inline_workers == 0:
+                        results["pipeline"]["webhook"]["sensor_path"] = sensor_path_breakdown(
+                            instance, app_db
+                        )
             finally:
                 daemon.stop()
                 instance.dispose()
@@ -440,6 +444,42 @@ def run(
     }
 
 
+def sensor_path_breakdown(
+    instance: dg.DagsterInstance, app_db: AppDatabaseResource
+) -> dict[str, Any]:
+    """Where an event's time goes on the sensor path: received → run created (the wait for a
+    sensor tick), created → started (queue and run start-up), started → processed."""
+    from sync_pipeline.core.models import WebhookEvent
+
+    with transaction(app_db.url) as s:
+        events = [
+            (e.owner_id, e.object_id, e.received_at)
+            for e in s.scalars(select(WebhookEvent).where(WebhookEvent.outcome == "run_requested"))
+        ]
+    tick, start, work = [], [], []
+    for owner, activity_id, received in events:
+        received_ts = (received if received.tzinfo else received.replace(tzinfo=dt.UTC)).timestamp()
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(tags={"dagster/partition": str(owner)})
+        )
+        runs = sorted(
+            (r for r in records if r.create_timestamp.timestamp() >= received_ts),
+            key=lambda r: r.create_timestamp,
+        )
+        processed = activity_time(app_db, activity_id, "processed_at")
+        if not runs or runs[0].start_time is None or processed is None:
+            continue
+        created = runs[0].create_timestamp.timestamp()
+        tick.append(created - received_ts)
+        start.append(runs[0].start_time - created)
+        work.append(processed - runs[0].start_time)
+    return {
+        "received_to_run_created": summary(tick),
+        "run_created_to_started": summary(start),
+        "run_started_to_processed": summary(work),
+    }
+
+
 def webhook_paths(app_db: AppDatabaseResource) -> dict[str, int]:
     """How many inbox events each path took (`processed_inline`, `run_requested`, ...)."""
     from sqlalchemy import func
@@ -467,6 +507,15 @@ def table_rows(result: dict[str, Any]) -> list[list[Any]]:
         ]  # fmt: skip
     if "webhook" in p:
         pw, bw = p["webhook"]["event_to_processed"], b["webhook"]["event_to_processed"]
+        if "sensor_path" in p["webhook"]:
+            sp = p["webhook"]["sensor_path"]
+            rows.append(["sensor path", "p50 / p95",
+                         f"tick wait {sp['received_to_run_created']['p50']}/"
+                         f"{sp['received_to_run_created']['p95']}s",
+                         f"run start {sp['run_created_to_started']['p50']}/"
+                         f"{sp['run_created_to_started']['p95']}s",
+                         f"work {sp['run_started_to_processed']['p50']}/"
+                         f"{sp['run_started_to_processed']['p95']}s"])  # fmt: skip
         verdict = "meets" if result["meets_target"]["webhook"] else "MISSES"
         rows += [
             ["latency webhook", f"pipeline (fast path {result['inline_workers']})",
