@@ -18,6 +18,7 @@ VERIFY_TOKEN_ENV = "STRAVA_WEBHOOK_VERIFY_TOKEN"
 SUBSCRIPTION_IDS_ENV = "STRAVA_WEBHOOK_SUBSCRIPTION_IDS"
 INLINE_WORKERS_ENV = "STRAVA_WEBHOOK_INLINE_WORKERS"
 DEFAULT_INLINE_WORKERS = 2
+WORKER_HEALTHCHECK_SECONDS = 60
 SUBSCRIPTIONS_PATH = "/api/v3/push_subscriptions"
 # Creating a subscription waits for Strava's validation GET to the callback (up to 2 s).
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -154,6 +155,10 @@ def serve(host: str, port: int, log_level: str, workers: int, inline_workers: in
         access_log=False,
         workers=workers,
         factory=workers > 1,
+        # A worker process builds the fast path (Dagster, the sources' clients) before it
+        # serves; on a busy machine that exceeds uvicorn's 5 s health check, which would kill
+        # and restart it forever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
@@ -165,12 +170,17 @@ def receiver_app() -> Starlette:
     inline = _inline_workers()
     fast_path = None
     if inline:
-        import dagster as dg
-
         from sync_pipeline.webhooks.fastpath import FastPath
 
         context.dagster_home(s)  # sets DAGSTER_HOME for `DagsterInstance.get()`
-        fast_path = FastPath(context.strava(s), dg.DagsterInstance.get, workers=inline)
+
+        def instance() -> Any:
+            import dagster as dg
+
+            return dg.DagsterInstance.get()
+
+        # Built in the fast path's threads: the receiver answers before Dagster has loaded.
+        fast_path = FastPath(lambda: context.strava(s), instance, workers=inline)
     return create_webhook_app(
         s.database_url, _verify_token(), _subscription_ids(), fast_path=fast_path
     )

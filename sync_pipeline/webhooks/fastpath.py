@@ -25,11 +25,8 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
-
-from sync_pipeline.core.dagster_events import NON_RUN_OWNER_PREFIX, run_is_finished
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.inbox import (
     apply_activity_event,
@@ -38,10 +35,11 @@ from sync_pipeline.core.inbox import (
     release_inline,
 )
 from sync_pipeline.core.models import Athlete
-from sync_pipeline.core.source import runless_materializations
-from sync_pipeline.core.sync_runner import RunContext
-from sync_pipeline.defs.strava.resources import StravaResource
-from sync_pipeline.defs.strava.source import STRAVA, StravaSyncConfig
+
+if TYPE_CHECKING:  # Dagster and the sources load in the worker threads, not before serving
+    import dagster as dg
+
+    from sync_pipeline.defs.strava.resources import StravaResource
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ class FastPath:
 
     def __init__(
         self,
-        strava: StravaResource,
+        strava: Callable[[], StravaResource],
         instance: Callable[[], dg.DagsterInstance],
         *,
         workers: int = DEFAULT_WORKERS,
@@ -72,7 +70,8 @@ class FastPath:
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be positive (no fast path: pass none)")
-        self.strava = strava
+        self._strava_factory = strava
+        self._strava: StravaResource | None = None
         self.workers = workers
         self.max_pending = max_pending
         self.shutdown_grace_seconds = shutdown_grace_seconds
@@ -151,8 +150,9 @@ class FastPath:
     def _work(self) -> None:
         try:
             self.instance()
+            self.strava()
         except Exception:  # reported again, with the event, by the first use
-            logger.exception("fast path: the Dagster instance could not be opened")
+            logger.exception("fast path: the Dagster instance or the Strava client failed")
         while (item := self._next()) is not None:
             owner, keys = item
             try:
@@ -173,10 +173,23 @@ class FastPath:
                 self._instance = self._instance_factory()
             return self._instance
 
+    def strava(self) -> StravaResource:
+        """The Strava client (built on first use)."""
+        with self._report_lock:
+            if self._strava is None:
+                self._strava = self._strava_factory()
+            return self._strava
+
     def process(self, owner: int, dedup_keys: list[str]) -> str:
         """Claim, sync and report one athlete's events; returns what happened. Anything but
         `processed_inline` gave the claimed events back to the sensor."""
-        db_url = self.strava.app_db.url
+        from sync_pipeline.core.dagster_events import NON_RUN_OWNER_PREFIX, run_is_finished
+        from sync_pipeline.core.source import runless_materializations
+        from sync_pipeline.core.sync_runner import RunContext
+        from sync_pipeline.defs.strava.source import STRAVA, StravaSyncConfig
+
+        strava = self.strava()
+        db_url = strava.app_db.url
         claimed = claim_inline(db_url, PROVIDER, dedup_keys)
         if not claimed:
             return NOTHING_CLAIMED
@@ -195,7 +208,7 @@ class FastPath:
             instance = self.instance()
             lease_owner = f"{NON_RUN_OWNER_PREFIX}webhooks-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             outcome = STRAVA.sync(
-                self.strava,
+                strava,
                 str(owner),
                 RunContext(owner=lease_owner, owner_is_dead=run_is_finished(instance)),
                 StravaSyncConfig(activity_ids=sorted(wanted), deleted_activity_ids=sorted(deleted)),

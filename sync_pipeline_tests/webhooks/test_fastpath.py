@@ -64,7 +64,7 @@ def make_receiver(
     opened: list[tuple[SandboxServer, httpx.Client]] = []
 
     def factory(workers: int) -> FastReceiver:
-        fast_path = FastPath(strava, lambda: instance, workers=workers) if workers else None
+        fast_path = FastPath(lambda: strava, lambda: instance, workers=workers) if workers else None
         app = create_webhook_app(strava.app_db.url, TOKEN, None, fast_path=fast_path)
         server = SandboxServer(app).start()
         client = httpx.Client(base_url=server.url, timeout=10.0)
