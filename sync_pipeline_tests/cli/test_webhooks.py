@@ -181,9 +181,7 @@ def test_serve_processes_an_athletes_event_inline_and_stops_on_sigterm(
                 return s.scalar(select(WebhookEvent.outcome))
 
         if inline_workers:
-            assert wait_until(outcome, STARTUP_SECONDS, what="inline processing") == (
-                PROCESSED_INLINE
-            )
+            wait_until(lambda: outcome() == PROCESSED_INLINE, STARTUP_SECONDS, what="inline")
             with transaction(db_url) as s:
                 row = s.get(StravaActivity, new_id)
                 assert row is not None and row.processed_at is not None
