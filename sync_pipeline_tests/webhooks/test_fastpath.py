@@ -3,6 +3,7 @@ with their Dagster materialization, and everything it does not complete left to 
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from sync_pipeline.core.checkpoints import LeaseHeldError
+from sync_pipeline.core.dagster_events import NON_RUN_OWNER_PREFIX, run_is_finished
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.inbox import PROCESSED_INLINE, claim_inline, release_inline
 from sync_pipeline.core.models import StravaActivity, SyncState, WebhookEvent
@@ -294,3 +297,16 @@ def test_sensor_waits_for_events_in_flight(
         assert s.scalar(select(WebhookEvent.outcome).where(WebhookEvent.id == claimed.id)) == (
             "run_requested"
         )
+
+
+def test_a_run_does_not_take_the_fast_paths_lease(
+    instance: dg.DagsterInstance, strava: StravaResource
+) -> None:
+    cp = strava.app_db.checkpoints("strava")
+    cp.claim("77", f"{NON_RUN_OWNER_PREFIX}webhooks-1-abc", dt.timedelta(minutes=5))
+    # A run asks whether the holder is a finished run: it is no run at all, and alive.
+    with pytest.raises(LeaseHeldError):
+        cp.claim(
+            "77", "some-run-id", dt.timedelta(minutes=5), owner_is_dead=run_is_finished(instance)
+        )
+    assert run_is_finished(instance)("some-run-id")  # an unknown run id is dead
