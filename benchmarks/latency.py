@@ -1,7 +1,7 @@
 """Item 3 — latency of a manual sync and of a push event, pipeline against plain code.
 
 Deployment: `athletes` connected and already synced athletes (registered as partitions), the
-real daemon, the webhook receiver (`create_webhook_app`, served on loopback) subscribed at
+real daemon, the webhook receiver (`sync-pipeline webhooks serve` on loopback) subscribed at
 the sandbox. Samples are taken one at a time.
 
 - Manual sync: the athlete gets one new activity at Strava; then
@@ -15,10 +15,14 @@ the sandbox. Samples are taken one at a time.
   Baseline: `baseline.py` for that one athlete (process start to the row).
 - Push event: the sandbox creates an activity and pushes the event to the receiver; latency
   is from the creation to the activity being processed (`processed_at`: detail fetched,
-  streams stored). Baseline: a plain receiver that processes the event in a thread at once
-  (GET activity, GET streams, the same writes), with no inbox, sensor or run.
+  streams stored). The receiver is `sync-pipeline webhooks serve` as deployed, with its fast
+  path (`--inline-workers`, default 2: the receiver syncs the athlete itself; 0: every event
+  goes through the sensor and a queued run). Baseline: a plain receiver that processes the
+  event in a thread at once (GET activity, GET streams, the same writes), with no inbox, sensor
+  or run.
 
-Run alone: ``.venv/bin/python benchmarks/latency.py --samples 20``.
+Run alone: ``.venv/bin/python benchmarks/latency.py --samples 20``; only the push events:
+``--only webhook``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -61,16 +64,19 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from webhook_load import free_port
 
 from sync_pipeline.core import db
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import StravaActivity
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.sandbox.server import SandboxServer
-from sync_pipeline.webhooks.app import create_webhook_app
 
 TARGET_P95 = 10.0
+#: Push event → processed, p95 (issue 16).
+WEBHOOK_TARGET_P95 = 3.0
 SAMPLE_TIMEOUT = 180.0
+RECEIVER_STARTUP = 60.0
 
 
 def activity_time(app_db: AppDatabaseResource, activity_id: int, column: str) -> float | None:
@@ -212,13 +218,6 @@ class Webserver:
         self.proc.wait(timeout=60)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def manual_pipeline(
     sandbox: Sandbox,
     app_db: AppDatabaseResource,
@@ -290,6 +289,60 @@ def subscribe(sandbox: Sandbox, callback: str, verify_token: str) -> int:
     return int(body["id"])
 
 
+def served_receiver(
+    env: dict[str, str], workdir: Path, log_path: Path, verify_token: str, inline_workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`sync-pipeline webhooks serve` as deployed (settings from the environment); its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as sink:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "sync-pipeline"),
+                "webhooks",
+                "serve",
+                "--port",
+                str(port),
+                "--inline-workers",
+                str(inline_workers),
+                "--log-level",
+                "warning",
+            ],
+            cwd=workdir,
+            env={
+                **env,
+                "STRAVA_WEBHOOK_VERIFY_TOKEN": verify_token,
+                "SYNC_HOME": str(workdir / "sync_home"),
+            },
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the receiver exited:\n{log_path.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until("receiver healthy", healthy, timeout=RECEIVER_STARTUP, poll=0.1)
+    return proc, url
+
+
+def stop_receiver(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the receiver (it finishes syncs in flight), then wait for it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def plain_receiver(app_db: AppDatabaseResource, base_url: str, verify_token: str) -> Starlette:
     """The no-queue receiver: answer at once, process the activity in a thread."""
     store = Store(app_db.url, app_db.token_key)
@@ -357,8 +410,14 @@ def manual_baseline(
     return {"launch_to_data": summary(totals)}
 
 
-def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
-    """Measure both latencies for both contenders."""
+def run(
+    samples: int,
+    athletes: int = 20,
+    keep: bool = False,
+    inline_workers: int = 2,
+    only: tuple[str, ...] = ("manual", "webhook"),
+) -> dict[str, Any]:
+    """Measure both latencies (or `only` some) for both contenders."""
     verify_token = secrets.token_urlsafe(16)
     with temp_root("bench-latency-", keep) as tmp:
         root = Path(tmp)
@@ -380,35 +439,55 @@ def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
                 wait_until(
                     "daemon ready", lambda: daemon_ready(instance), timeout=300, daemon=daemon
                 )
-                log("latency: manual syncs through `dagster job launch`")
-                work = root / "work"
-                results["pipeline"]["manual"] = manual_pipeline(
-                    sandbox, app_db, instance, daemon, dagster_job_launch(env, work), ids, samples
-                )
-                log("latency: `sync-pipeline sync strava --athlete` with no webserver")
-                nowhere = {**env, "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{free_port()}"}
-                no_webserver = sync_pipeline_cli(nowhere, work)
-                results["pipeline"]["manual_cli_no_webserver"] = manual_pipeline(
-                    sandbox, app_db, instance, daemon, no_webserver, ids, samples
-                )
-                webserver = Webserver(env, work, root / "webserver.log")
-                try:
-                    wait_until("webserver ready", webserver.loaded, timeout=300, daemon=daemon)
-                    log("latency: `sync-pipeline sync strava --athlete` through the webserver")
-                    served = {**env, "DAGSTER_WEBSERVER_URL": webserver.url}
-                    results["pipeline"]["manual_cli"] = manual_pipeline(
-                        sandbox, app_db, instance, daemon, sync_pipeline_cli(served, work), ids,
+                if "manual" in only:
+                    log("latency: manual syncs through `dagster job launch`")
+                    work = root / "work"
+                    results["pipeline"]["manual"] = manual_pipeline(
+                        sandbox,
+                        app_db,
+                        instance,
+                        daemon,
+                        dagster_job_launch(env, work),
+                        ids,
                         samples,
-                    )  # fmt: skip
-                finally:
-                    webserver.stop()
-                receiver = SandboxServer(create_webhook_app(app_db.url, verify_token, None))
-                receivers.append(receiver.start())
-                subscribe(sandbox, f"{receiver.url}/webhooks/strava", verify_token)
-                log("latency: push events through receiver, sensor and run queue")
-                results["pipeline"]["webhook"] = webhook_samples(
-                    sandbox, app_db, ids, samples, daemon, "pipeline"
-                )
+                    )
+                    log("latency: `sync-pipeline sync strava --athlete` with no webserver")
+                    nowhere = {**env, "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{free_port()}"}
+                    no_webserver = sync_pipeline_cli(nowhere, work)
+                    results["pipeline"]["manual_cli_no_webserver"] = manual_pipeline(
+                        sandbox, app_db, instance, daemon, no_webserver, ids, samples
+                    )
+                    webserver = Webserver(env, work, root / "webserver.log")
+                    try:
+                        wait_until("webserver ready", webserver.loaded, timeout=300, daemon=daemon)
+                        log("latency: `sync-pipeline sync strava --athlete` through the webserver")
+                        served = {**env, "DAGSTER_WEBSERVER_URL": webserver.url}
+                        results["pipeline"]["manual_cli"] = manual_pipeline(
+                            sandbox, app_db, instance, daemon, sync_pipeline_cli(served, work), ids,
+                            samples,
+                        )  # fmt: skip
+                    finally:
+                        webserver.stop()
+                if "webhook" in only:
+                    proc, url = served_receiver(
+                        env, root / "work", root / "receiver.log", verify_token, inline_workers
+                    )
+                    try:
+                        subscribe(sandbox, f"{url}/webhooks/strava", verify_token)
+                        log(
+                            f"latency: push events through `webhooks serve` (fast path "
+                            f"{inline_workers} thread(s)), sensor and run queue"
+                        )
+                        results["pipeline"]["webhook"] = webhook_samples(
+                            sandbox, app_db, ids, samples, daemon, "pipeline"
+                        )
+                    finally:
+                        stop_receiver(proc)  # finishes what is in flight
+                    results["pipeline"]["webhook"]["paths"] = webhook_paths(app_db)
+                    if inline_workers == 0:
+                        results["pipeline"]["webhook"]["sensor_path"] = sensor_path_breakdown(
+                            instance, app_db
+                        )
             finally:
                 daemon.stop()
                 instance.dispose()
@@ -416,14 +495,18 @@ def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
             base_db = create_app_db(root / "baseline.db")
             connect_athletes(base_db, sandbox, ids)
             seed_synced(base_db, sandbox, ids)
-            log("latency: baseline manual syncs")
-            results["baseline"]["manual"] = manual_baseline(sandbox, base_db, ids, samples, root)
-            plain = SandboxServer(plain_receiver(base_db, sandbox.url, verify_token))
-            receivers.append(plain.start())
-            subscribe(sandbox, f"{plain.url}/webhooks/strava", verify_token)
-            results["baseline"]["webhook"] = webhook_samples(
-                sandbox, base_db, ids, samples, None, "baseline"
-            )
+            if "manual" in only:
+                log("latency: baseline manual syncs")
+                results["baseline"]["manual"] = manual_baseline(
+                    sandbox, base_db, ids, samples, root
+                )
+            if "webhook" in only:
+                plain = SandboxServer(plain_receiver(base_db, sandbox.url, verify_token))
+                receivers.append(plain.start())
+                subscribe(sandbox, f"{plain.url}/webhooks/strava", verify_token)
+                results["baseline"]["webhook"] = webhook_samples(
+                    sandbox, base_db, ids, samples, None, "baseline"
+                )
         finally:
             sandbox.stop()
             for server in receivers:
@@ -431,56 +514,127 @@ def run(samples: int, athletes: int = 20, keep: bool = False) -> dict[str, Any]:
             db.dispose_engines()
     p, b = results["pipeline"], results["baseline"]
 
-    def ratio(kind: str, key: str) -> float:
+    def ratio(kind: str, key: str) -> float | None:
+        if kind not in p:
+            return None
         return round(p[kind][key]["p95"] / b[kind][key]["p95"], 2)
+
+    def meets(kind: str, key: str, target: float) -> bool | None:
+        return p[kind][key]["p95"] <= target if kind in p else None
 
     return {
         "benchmark": "latency",
         "samples": samples,
+        "inline_workers": inline_workers,
         "pipeline": p,
         "baseline": b,
         "ratios_p95": {
             "manual": ratio("manual", "launch_to_data"),
             "webhook": ratio("webhook", "event_to_processed"),
         },
-        "target_p95_seconds": TARGET_P95,
+        "target_p95_seconds": {"manual": TARGET_P95, "webhook": WEBHOOK_TARGET_P95},
         "meets_target": {
-            "manual": p["manual"]["launch_to_data"]["p95"] <= TARGET_P95,
-            "webhook": p["webhook"]["event_to_processed"]["p95"] <= TARGET_P95,
+            "manual": meets("manual", "launch_to_data", TARGET_P95),
+            "webhook": meets("webhook", "event_to_processed", WEBHOOK_TARGET_P95),
         },
     }
+
+
+def sensor_path_breakdown(
+    instance: dg.DagsterInstance, app_db: AppDatabaseResource
+) -> dict[str, Any]:
+    """Where an event's time goes on the sensor path: received → run created (the wait for a
+    sensor tick), created → started (queue and run start-up), started → processed."""
+    from sync_pipeline.core.models import WebhookEvent
+
+    with transaction(app_db.url) as s:
+        events = [
+            (e.owner_id, e.object_id, e.received_at)
+            for e in s.scalars(select(WebhookEvent).where(WebhookEvent.outcome == "run_requested"))
+        ]
+    tick, start, work = [], [], []
+    for owner, activity_id, received in events:
+        received_ts = (received if received.tzinfo else received.replace(tzinfo=dt.UTC)).timestamp()
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(tags={"dagster/partition": str(owner)})
+        )
+        runs = sorted(
+            (r for r in records if r.create_timestamp.timestamp() >= received_ts),
+            key=lambda r: r.create_timestamp,
+        )
+        processed = activity_time(app_db, activity_id, "processed_at")
+        if not runs or runs[0].start_time is None or processed is None:
+            continue
+        created = runs[0].create_timestamp.timestamp()
+        tick.append(created - received_ts)
+        start.append(runs[0].start_time - created)
+        work.append(processed - runs[0].start_time)
+    return {
+        "received_to_run_created": summary(tick),
+        "run_created_to_started": summary(start),
+        "run_started_to_processed": summary(work),
+    }
+
+
+def webhook_paths(app_db: AppDatabaseResource) -> dict[str, int]:
+    """How many inbox events each path took (`processed_inline`, `run_requested`, ...)."""
+    from sqlalchemy import func
+
+    from sync_pipeline.core.models import WebhookEvent
+
+    with transaction(app_db.url) as s:
+        rows = s.execute(
+            select(WebhookEvent.outcome, func.count()).group_by(WebhookEvent.outcome)
+        ).all()
+    return {str(outcome): int(n) for outcome, n in rows}
 
 
 def table_rows(result: dict[str, Any]) -> list[list[Any]]:
     """Rows for the summary table."""
     p, b = result["pipeline"], result["baseline"]
-    pm, bm = p["manual"]["launch_to_data"], b["manual"]["launch_to_data"]
-    pw, bw = p["webhook"]["event_to_processed"], b["webhook"]["event_to_processed"]
-    cli_rows = [
-        [
-            f"latency {label}",
-            "pipeline",
-            f"p50 {p[key]['launch_to_data']['p50']}s",
-            f"p95 {p[key]['launch_to_data']['p95']}s",
-            f"of which CLI p50 {p[key]['cli_seconds']['p50']}s",
+    rows: list[list[Any]] = []
+    if "manual" in p:
+        pm, bm = p["manual"]["launch_to_data"], b["manual"]["launch_to_data"]
+        rows += [
+            [
+                f"latency {label}",
+                "pipeline",
+                f"p50 {p[key]['launch_to_data']['p50']}s",
+                f"p95 {p[key]['launch_to_data']['p95']}s",
+                f"of which CLI p50 {p[key]['cli_seconds']['p50']}s",
+            ]
+            for key, label in (
+                ("manual_cli", "sync-pipeline sync, webserver"),
+                ("manual_cli_no_webserver", "sync-pipeline sync, none"),
+            )
+            if key in p
         ]
-        for key, label in (
-            ("manual_cli", "sync-pipeline sync, webserver"),
-            ("manual_cli_no_webserver", "sync-pipeline sync, none"),
-        )
-        if key in p
-    ]
-    return [
-        *cli_rows,
-        ["latency manual", "pipeline", f"p50 {pm['p50']}s", f"p95 {pm['p95']}s",
-         f"of which CLI p50 {p['manual']['cli_seconds']['p50']}s"],
-        ["", "baseline", f"p50 {bm['p50']}s", f"p95 {bm['p95']}s",
-         f"ratio p95 {result['ratios_p95']['manual']}"],
-        ["latency webhook", "pipeline", f"p50 {pw['p50']}s", f"p95 {pw['p95']}s",
-         f"target <= {TARGET_P95}s"],
-        ["", "baseline", f"p50 {bw['p50']}s", f"p95 {bw['p95']}s",
-         f"ratio p95 {result['ratios_p95']['webhook']}"],
-    ]  # fmt: skip
+        rows += [
+            ["latency manual", "pipeline", f"p50 {pm['p50']}s", f"p95 {pm['p95']}s",
+             f"of which CLI p50 {p['manual']['cli_seconds']['p50']}s"],
+            ["", "baseline", f"p50 {bm['p50']}s", f"p95 {bm['p95']}s",
+             f"ratio p95 {result['ratios_p95']['manual']}"],
+        ]  # fmt: skip
+    if "webhook" in p:
+        pw, bw = p["webhook"]["event_to_processed"], b["webhook"]["event_to_processed"]
+        if "sensor_path" in p["webhook"]:
+            sp = p["webhook"]["sensor_path"]
+            rows.append(["sensor path", "p50 / p95",
+                         f"tick wait {sp['received_to_run_created']['p50']}/"
+                         f"{sp['received_to_run_created']['p95']}s",
+                         f"run start {sp['run_created_to_started']['p50']}/"
+                         f"{sp['run_created_to_started']['p95']}s",
+                         f"work {sp['run_started_to_processed']['p50']}/"
+                         f"{sp['run_started_to_processed']['p95']}s"])  # fmt: skip
+        verdict = "meets" if result["meets_target"]["webhook"] else "MISSES"
+        rows += [
+            ["latency webhook", f"pipeline (fast path {result['inline_workers']})",
+             f"p50 {pw['p50']}s", f"p95 {pw['p95']}s",
+             f"target <= {WEBHOOK_TARGET_P95}s: {verdict}; paths {p['webhook']['paths']}"],
+            ["", "baseline", f"p50 {bw['p50']}s", f"p95 {bw['p95']}s",
+             f"ratio p95 {result['ratios_p95']['webhook']}"],
+        ]  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -489,8 +643,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--athletes", type=int, default=20)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--inline-workers",
+        type=int,
+        default=2,
+        help="the receiver's fast-path threads (0: every event through the sensor and a run)",
+    )
+    parser.add_argument(
+        "--only", choices=["manual", "webhook"], action="append", help="measure only these"
+    )
     args = parser.parse_args()
-    result = run(args.samples, args.athletes, args.keep)
+    only = tuple(args.only or ("manual", "webhook"))
+    result = run(args.samples, args.athletes, args.keep, args.inline_workers, only)
     print_table(table_rows(result), ["benchmark", "contender", "", "", ""])
     print(json.dumps(result))
 

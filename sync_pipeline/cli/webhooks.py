@@ -18,6 +18,9 @@ from sync_pipeline.defs.outreach.unsubscribe import UNSUBSCRIBE_PATH
 
 VERIFY_TOKEN_ENV = "STRAVA_WEBHOOK_VERIFY_TOKEN"
 SUBSCRIPTION_IDS_ENV = "STRAVA_WEBHOOK_SUBSCRIPTION_IDS"
+INLINE_WORKERS_ENV = "STRAVA_WEBHOOK_INLINE_WORKERS"
+DEFAULT_INLINE_WORKERS = 2
+WORKER_HEALTHCHECK_SECONDS = 60
 SUBSCRIPTIONS_PATH = "/api/v3/push_subscriptions"
 # Creating a subscription waits for Strava's validation GET to the callback (up to 2 s).
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -44,6 +47,19 @@ def _subscription_ids() -> set[int] | None:
         raise click.ClickException(
             f"{SUBSCRIPTION_IDS_ENV} must be comma-separated integers, got {raw!r}"
         ) from None
+
+
+def _inline_workers() -> int:
+    raw = os.environ.get(INLINE_WORKERS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INLINE_WORKERS
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = -1
+    if not 0 <= workers <= 16:
+        raise click.ClickException(f"{INLINE_WORKERS_ENV} must be an integer 0-16, got {raw!r}")
+    return workers
 
 
 def _credentials(s: Settings) -> dict[str, str]:
@@ -99,7 +115,15 @@ def webhooks() -> None:
     type=click.IntRange(1, 64),
     help="Receiver processes sharing the port (each batches its own inbox writes).",
 )
-def serve(host: str, port: int, log_level: str, workers: int) -> None:
+@click.option(
+    "--inline-workers",
+    type=click.IntRange(0, 16),
+    default=None,
+    help=f"Threads per receiver process that sync an athlete as soon as their activity event "
+    f"is stored (the fast path; the sensor handles what they do not take). 0: off. Default: "
+    f"${INLINE_WORKERS_ENV}, else {DEFAULT_INLINE_WORKERS}.",
+)
+def serve(host: str, port: int, log_level: str, workers: int, inline_workers: int | None) -> None:
     """Run the receiver (GET/POST /webhooks/strava, GET /healthz, and GET/POST
     /outreach/unsubscribe/TOKEN when OUTREACH_UNSUBSCRIBE_KEY is set) until Ctrl-C."""
     import uvicorn
@@ -107,13 +131,20 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
     s = context.settings()  # loads `.env` (the group does too) before the token is read
     _verify_token()
     _subscription_ids()
+    if inline_workers is not None:  # worker processes (the app factory) read it from there
+        os.environ[INLINE_WORKERS_ENV] = str(inline_workers)
+    inline = _inline_workers()
     try:
         db.check_schema(s.database_url)
     except db.SchemaOutOfDateError as exc:
         raise click.ClickException(str(exc)) from exc
+    if inline:  # the fast path's settings, checked before serving
+        context.strava(s)
+        context.dagster_home(s)
     click.echo(
         f"webhook receiver on http://{host}:{port}/webhooks/strava "
-        f"(database {db.redact_url(s.database_url)}, {workers} worker(s)); Ctrl-C stops it"
+        f"(database {db.redact_url(s.database_url)}, {workers} worker(s), fast path "
+        f"{f'{inline} thread(s)' if inline else 'off'}); Ctrl-C stops it"
     )
     if _unsubscribe_key():
         click.echo(f"one-click unsubscribe on http://{host}:{port}{UNSUBSCRIBE_PATH}")
@@ -129,6 +160,10 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
         access_log=False,
         workers=workers,
         factory=workers > 1,
+        # A worker process builds the fast path (Dagster, the sources' clients) before it
+        # serves; on a busy machine that exceeds uvicorn's 5 s health check, which would kill
+        # and restart it forever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
@@ -136,11 +171,27 @@ def receiver_app() -> Starlette:
     """The receiver configured from the settings and environment (uvicorn's app factory)."""
     from sync_pipeline.webhooks.app import create_webhook_app
 
+    s = context.settings()
+    inline = _inline_workers()
+    fast_path = None
+    if inline:
+        from sync_pipeline.webhooks.fastpath import FastPath
+
+        context.dagster_home(s)  # sets DAGSTER_HOME for `DagsterInstance.get()`
+
+        def instance() -> Any:
+            import dagster as dg
+
+            return dg.DagsterInstance.get()
+
+        # Built in the fast path's threads: the receiver answers before Dagster has loaded.
+        fast_path = FastPath(lambda: context.strava(s), instance, workers=inline)
     return create_webhook_app(
-        context.settings().database_url,
+        s.database_url,
         _verify_token(),
         _subscription_ids(),
         unsubscribe_key=_unsubscribe_key(),
+        fast_path=fast_path,
     )
 
 

@@ -26,11 +26,19 @@ RETRY_POLICY = dg.RetryPolicy(
 """Transient failures of a single-partition sync: 10 s, 20 s, 40 s (±jitter), then failed."""
 
 
+#: Lease owners that are not Dagster runs (the webhook receiver's fast path): their liveness is
+#: their process (the checkpoints check it on this host) and the lease's expiry, never the runs.
+NON_RUN_OWNER_PREFIX = "process:"
+
+
 def run_is_finished(instance: dg.DagsterInstance) -> DeadOwners:
     """A lease holder (a run id) is dead when its run has finished, failed or is unknown; a
-    direct run whose lease was taken over from its dead process is marked failed."""
+    holder that is not a run (`NON_RUN_OWNER_PREFIX`) is never declared dead here. A direct
+    run whose lease was taken over from its dead process is marked failed."""
 
     def dead(run_id: str) -> bool:
+        if run_id.startswith(NON_RUN_OWNER_PREFIX):
+            return False
         run = instance.get_run_by_id(run_id)
         return run is None or run.is_finished
 

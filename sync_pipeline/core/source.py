@@ -373,6 +373,23 @@ def _companion_events(
             yield companion.spec.key, md
 
 
+def runless_materializations(
+    source: SyncSource, outcome: SyncOutcome
+) -> list[dg.AssetMaterialization]:
+    """What a single-partition run would materialize for a succeeded sync (the main asset with
+    the sync's figures, then the companions it touched), as events reported outside a run."""
+    if outcome.status != "succeeded":
+        return []
+    key = outcome.partition_key
+    return [
+        dg.AssetMaterialization(source.asset_key, partition=key, metadata=outcome.metadata()),
+        *(
+            dg.AssetMaterialization(asset_key, partition=key, metadata=dict(md))
+            for asset_key, md in _companion_events(source, outcome)
+        ),
+    ]
+
+
 @functools.cache
 def source_defs(source: SyncSource) -> SourceDefs:
     """Build the asset, jobs, schedules, check and queue asset of a source (once)."""

@@ -1,7 +1,8 @@
 """Webhook receiver: acknowledge Strava push events fast and store them in the inbox.
 
-The request path only validates and stores (``webhook_events``); handling the events is left to
-later work that reads the inbox. Strava expects a 200 within two seconds and redelivers up to
+The request path only validates and stores (``webhook_events``); the events are handled by the
+Strava webhook sensor, or, with a fast path (``fastpath.py``), by the receiver itself right
+after the answer. Strava expects a 200 within two seconds and redelivers up to
 three times otherwise, so a redelivery is stored once (``deliveries`` counts them).
 """
 
@@ -12,9 +13,10 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -25,6 +27,9 @@ from starlette.routing import Route
 
 from sync_pipeline.core.db import transaction
 from sync_pipeline.core.models import WebhookEvent, utcnow
+
+if TYPE_CHECKING:
+    from sync_pipeline.webhooks.fastpath import FastPath
 
 logger = logging.getLogger(__name__)
 
@@ -255,12 +260,14 @@ def create_webhook_app(
     subscription_ids: SubscriptionIds,
     max_body_bytes: int = 16384,
     unsubscribe_key: str | None = None,
+    fast_path: FastPath | None = None,
 ) -> Starlette:
     """The receiver: ``GET``/``POST /webhooks/strava`` and ``GET /healthz``; with an
     ``unsubscribe_key``, also outreach's one-click unsubscribe (``webhooks/unsubscribe.py``).
 
     ``subscription_ids``: the accepted Strava subscription ids (a set, or a callable returning
     one, called per event); ``None`` accepts any. Events of other subscriptions get a 403.
+    ``fast_path``: processes committed activity events in the receiver (closed on shutdown).
     """
     if not verify_token:
         raise ValueError("verify_token must not be empty")
@@ -326,6 +333,9 @@ def create_webhook_app(
             # Not acknowledged: Strava redelivers, and the redelivery is stored once.
             logger.exception("webhook event could not be stored")
             return _error(503, "the event could not be stored; retry later")
+        if fast_path is not None:
+            # After the commit, before the answer: a dict insert, never a wait.
+            fast_path.submit(event.object_type, event.owner_id, event.dedup_key)
         logger.debug(
             "webhook event stored: %s %s %d (owner %d)",
             event.object_type,
@@ -343,6 +353,14 @@ def create_webhook_app(
             return JSONResponse({"status": "unavailable", "error": "database unreachable"}, 503)
         return JSONResponse({"status": "ok"})
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if fast_path is not None:
+            fast_path.start()
+        yield
+        if fast_path is not None:  # SIGTERM / Ctrl-C: after the last request was answered
+            await run_in_threadpool(fast_path.close)
+
     routes = [
         Route(STRAVA_PATH, validate_subscription, methods=["GET"]),
         Route(STRAVA_PATH, receive_event, methods=["POST"]),
@@ -352,4 +370,4 @@ def create_webhook_app(
         from sync_pipeline.webhooks.unsubscribe import unsubscribe_routes
 
         routes.extend(unsubscribe_routes(db_url, unsubscribe_key))
-    return Starlette(routes=routes)
+    return Starlette(lifespan=lifespan, routes=routes)

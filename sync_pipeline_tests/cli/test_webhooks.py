@@ -17,9 +17,11 @@ from dotenv import dotenv_values
 from sqlalchemy import select
 
 from sync_pipeline.core import db
-from sync_pipeline.core.crypto import generate_key
 from sync_pipeline.core.db import transaction
-from sync_pipeline.core.models import WebhookEvent
+from sync_pipeline.core.inbox import PROCESSED_INLINE
+from sync_pipeline.core.models import StravaActivity, WebhookEvent
+from sync_pipeline.core.resources import AppDatabaseResource
+from sync_pipeline.defs.strava.resources import StravaResource
 from sync_pipeline.sandbox.server import SandboxServer
 from sync_pipeline.webhooks import create_webhook_app
 from sync_pipeline_tests.cli.conftest import (
@@ -31,7 +33,7 @@ from sync_pipeline_tests.cli.conftest import (
     run_cli,
     start_cli,
 )
-from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
+from sync_pipeline_tests.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox, connect
 from sync_pipeline_tests.serving import wait_for_server, wait_until
 from sync_pipeline_tests.webhooks.test_receiver import make_event
 
@@ -66,19 +68,35 @@ class Served:
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
-def receiver(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> Iterator[Served]:
-    """`sync-pipeline webhooks serve` as a process of its own, serving on a free port."""
-    workers: int = request.param
-    port = free_port()
+def serve_env(tmp_path: Path, app_db: AppDatabaseResource, sandbox: Sandbox) -> dict[str, str]:
+    """The environment of a receiver process: app database, Strava at the sandbox (the fast
+    path's client), a Dagster home, the verify token."""
     env = {k: v for k, v in os.environ.items() if not is_setting(k)}
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir(exist_ok=True)
     env.update(
         SYNC_HOME=str(tmp_path / "sync_home"),
-        SYNC_DATABASE_URL=db_url,
-        SYNC_TOKEN_KEY=generate_key(),
+        SYNC_DATABASE_URL=app_db.url,
+        SYNC_TOKEN_KEY=app_db.token_key,
+        DAGSTER_HOME=str(dagster_home),
+        STRAVA_CLIENT_ID=CLIENT_ID,
+        STRAVA_CLIENT_SECRET=CLIENT_SECRET,
+        STRAVA_BASE_URL=sandbox.url,
         STRAVA_WEBHOOK_VERIFY_TOKEN=TOKEN,
         OUTREACH_UNSUBSCRIBE_KEY=UNSUBSCRIBE_KEY,
     )
+    return env
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def receiver(
+    request: pytest.FixtureRequest, tmp_path: Path, app_db: AppDatabaseResource, sandbox: Sandbox
+) -> Iterator[Served]:
+    """`sync-pipeline webhooks serve` as a process of its own, serving on a free port."""
+    workers: int = request.param
+    port = free_port()
+    env = serve_env(tmp_path, app_db, sandbox)
+    db_url = app_db.url
     args = [str(BIN / "sync-pipeline"), "webhooks", "serve", "--port", str(port)]
     args += ["--log-level", "warning", *(["--workers", str(workers)] if workers > 1 else [])]
     proc = subprocess.Popen(
@@ -132,7 +150,7 @@ def test_serve_stores_a_posted_event_and_stops_on_sigterm(receiver: Served) -> N
     output = proc.stdout.read().decode()
     assert (
         f"webhook receiver on {url}/webhooks/strava (database {db.redact_url(db_url)}, "
-        f"{receiver.workers} worker(s)); Ctrl-C stops it"
+        f"{receiver.workers} worker(s), fast path 2 thread(s)); Ctrl-C stops it"
     ) in output
 
 
@@ -159,6 +177,48 @@ def test_serve_answers_outreach_one_click_unsubscribes(receiver: Served) -> None
     with transaction(receiver.db_url) as s:
         after = s.get(Prospect, "p1")
         assert after is not None and after.state == "unsubscribed"
+
+
+@pytest.mark.parametrize("inline_workers", [2, 0], ids=["fast-path", "sensor-only"])
+def test_serve_processes_an_athletes_event_inline_and_stops_on_sigterm(
+    tmp_path: Path,
+    strava: StravaResource,
+    sandbox: Sandbox,
+    inline_workers: int,
+) -> None:
+    athlete = connect(strava, sandbox, 2)
+    [new_id] = sandbox.state.add_activities(athlete, 1)
+    port = free_port()
+    env = serve_env(tmp_path, strava.app_db, sandbox)
+    args = [str(BIN / "sync-pipeline"), "webhooks", "serve", "--port", str(port)]
+    args += ["--inline-workers", str(inline_workers)]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    db_url = strava.app_db.url
+    try:
+        wait_healthy(proc, url)
+        event = make_event(object_id=new_id, owner_id=athlete)
+        assert httpx.post(f"{url}/webhooks/strava", json=event, timeout=10).status_code == 200
+
+        def outcome() -> str | None:
+            with transaction(db_url) as s:
+                return s.scalar(select(WebhookEvent.outcome))
+
+        if inline_workers:
+            wait_until(lambda: outcome() == PROCESSED_INLINE, STARTUP_SECONDS, what="inline")
+            with transaction(db_url) as s:
+                row = s.get(StravaActivity, new_id)
+                assert row is not None and row.processed_at is not None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    if not inline_workers:
+        assert outcome() is None  # left to the sensor
+        assert b"fast path off" in output
 
 
 def test_serve_without_the_verify_token_names_the_variable(cli_env: CliEnv) -> None:

@@ -5,7 +5,14 @@ from collections import defaultdict
 import dagster as dg
 
 from sync_pipeline.core import priorities
-from sync_pipeline.core.inbox import events_after, mark_handled, set_outcomes
+from sync_pipeline.core.inbox import (
+    PROCESSED_INLINE,
+    apply_activity_event,
+    events_after,
+    inline_claim_is_live,
+    mark_handled,
+    set_outcomes,
+)
 from sync_pipeline.core.resources import AppDatabaseResource
 from sync_pipeline.defs.strava.athletes import connected_athlete_ids
 from sync_pipeline.defs.strava.source import STRAVA, strava_defs
@@ -31,8 +38,18 @@ def strava_webhook_sensor(
     # Events up to the cursor were committed together with their run requests: handled.
     mark_handled(db_url, "strava", cursor)
     events = events_after(db_url, "strava", cursor, limit=2000)
+    # The receiver's fast path is processing some events itself: stop before the first of
+    # them (the next tick sees whether it completed them or gave them back), and skip the
+    # ones it completed (no second run, no second API call).
+    in_flight = next((i for i, ev in enumerate(events) if inline_claim_is_live(ev)), None)
+    if in_flight is not None:
+        events = events[:in_flight]
     if not events:
-        return dg.SkipReason("no new push events")
+        return dg.SkipReason(
+            "no new push events" if in_flight is None else "push events in the receiver's fast path"
+        )
+    new_cursor = str(events[-1].id)
+    events = [ev for ev in events if ev.outcome != PROCESSED_INLINE]
     connected = {str(a) for a in connected_athlete_ids(db_url)}
     wanted: dict[str, set[int]] = defaultdict(set)
     deleted: dict[str, set[int]] = defaultdict(set)
@@ -63,12 +80,7 @@ def strava_webhook_sensor(
             else:
                 outcomes[ev.id] = ("ignored", None)
         else:
-            if ev.aspect_type == "delete":
-                deleted[owner].add(ev.object_id)
-                wanted[owner].discard(ev.object_id)
-            else:
-                wanted[owner].add(ev.object_id)
-                deleted[owner].discard(ev.object_id)
+            apply_activity_event(wanted[owner], deleted[owner], ev.object_id, ev.aspect_type)
             last_event[owner] = ev.id
     for owner in sorted(last_event):
         run_key = f"webhook-{owner}-{last_event[owner]}"
@@ -87,7 +99,7 @@ def strava_webhook_sensor(
             if str(ev.owner_id) == owner and ev.id not in outcomes:
                 outcomes[ev.id] = ("run_requested", run_key)
     set_outcomes(db_url, outcomes)
-    return dg.SensorResult(run_requests=requests, cursor=str(events[-1].id))
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 
 defs = dg.Definitions(sensors=[strava_webhook_sensor])
