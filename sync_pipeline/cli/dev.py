@@ -86,13 +86,11 @@ def dev(
         promidata_url = devstack.start_promidata_sandbox(s, stack)
         outreach_env = devstack.start_outreach(s, stack)
         strava = context.strava(s)
-        from sync_pipeline.defs.strava.athletes import connected_athlete_ids
-
-        already = set(connected_athlete_ids(strava.app_db.url))
+        # The sandbox starts with fresh state: tokens stored by an earlier demo are unknown to
+        # it, so every demo athlete is connected again (stored tokens replaced, nothing added).
         sandbox_ids = [int(a["id"]) for a in sandbox_athletes(server.url)]
         for sandbox_id in sandbox_ids:
-            if sandbox_id not in already:
-                connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
+            connect_via_oauth(strava, auto_approve=True, sandbox_athlete_id=sandbox_id)
         strava.close()
         click.echo(
             f"Strava sandbox on {server.url}; {len(sandbox_ids)} demo athletes connected.\n"

@@ -84,18 +84,18 @@ def start_platform_sandboxes(s: Settings, stack: DevStack) -> None:
 
 
 def connect_demo_users(s: Settings, stack: DevStack) -> int:
-    """Add the demo users and connect their platforms through each sandbox's OAuth flow."""
-    from sync_pipeline.defs.users.accounts import add_user, connect, list_users, set_privacy
+    """Add the demo users and connect their platforms through each sandbox's OAuth flow.
+
+    Every start connects them again: the sandboxes begin with fresh state, so tokens stored by
+    an earlier demo are unknown to them (the connection is updated, never added twice).
+    """
+    from sync_pipeline.defs.users.accounts import add_user, connect, set_privacy
 
     db_url = context.app_db(s).url
-    existing = {(r.id, p) for r in list_users(db_url) for p in r.platforms}
     connected = 0
     for index, (user_id, tz, platforms) in enumerate(DEMO_USERS):
         add_user(db_url, user_id, timezone=tz)
         for platform in platforms:
-            if (user_id, platform) in existing:
-                connected += 1
-                continue
             client = context.platform_client(s, platform)
             try:
                 account = stack.platforms[platform].account_ids()[index]

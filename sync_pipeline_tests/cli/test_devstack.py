@@ -172,3 +172,33 @@ def test_outreach_sandboxes_listen_where_the_settings_say_and_other_shells_reach
     assert address.stdout == f"{hot}: succeeded (emails_found 1)\n"
     assert crm.stdout == "succeeded 1\n"
     assert "enrich_email    succeeded       1" in status.stdout
+
+
+def test_a_second_demo_reconnects_users_to_its_fresh_sandboxes(
+    platform_settings: dict[str, str], cli_env: CliEnv
+) -> None:
+    # Each `dev` starts the sandboxes with fresh state: tokens an earlier demo stored are
+    # unknown to them. The second start must leave every demo connection syncable.
+    from sync_pipeline.core.daily import sync_daily
+    from sync_pipeline.core.sync_runner import RunContext
+
+    s = context.settings()
+    first = devstack.DevStack()
+    try:
+        devstack.start_platform_sandboxes(s, first)
+        devstack.connect_demo_users(s, first)
+    finally:
+        first.stop()
+    second = devstack.DevStack()
+    try:
+        devstack.start_platform_sandboxes(s, second)
+        assert devstack.connect_demo_users(s, second) == 11
+        user, _, platforms = devstack.DEMO_USERS[0]
+        client = context.platform_client(s, platforms[0])
+        try:
+            outcome = sync_daily(client, user, RunContext(owner="second-demo"))
+        finally:
+            client.close()
+        assert outcome.status == "succeeded", outcome.error
+    finally:
+        second.stop()
