@@ -190,6 +190,11 @@ def test_server_errors_leave_the_event_to_the_sensor(
     assert requested_partitions(sensor_tick(instance, strava)) == [str(athlete)]
 
 
+# The lease holder is a real in-process Dagster run in a thread of this process; its
+# compute-log capture starts `tail -F` subprocesses whose Popen objects Dagster may drop while
+# they still run (a ResourceWarning at garbage collection, seen in a full-suite run). Not this
+# project's code, and not what the test checks.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_lease_held_by_a_live_run_leaves_the_event_to_the_sensor(
     instance: dg.DagsterInstance,
     strava: StravaResource,
